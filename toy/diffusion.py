@@ -1,0 +1,174 @@
+"""EDM schedules, losses and samplers over one denoiser interface D(x; σ, c) (DESIGN.md §1, §5).
+
+The sampler integrates dx/dσ = (x − D̃(x; σ)) / σ from σ_max to 0 with Heun (default) or Euler on
+the ρ = 7 schedule of Karras et al. (2022), optionally with EDM's stochastic churn. The whole run is
+one jitted `lax.scan`; λ, ω and the application interval are runtime inputs, so changing them does
+not recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from toy.errors import NonFiniteError, ToyError, check_finite, check_int
+from toy.guidance import GuidanceConfig, guided_prediction
+
+SOLVERS = ("heun", "euler")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    steps: int = 32
+    solver: str = "heun"
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    churn: float = 0.0          # EDM S_churn; 0 is the deterministic probability-flow ODE
+    s_tmin: float = 0.0
+    s_tmax: float = float("inf")
+    s_noise: float = 1.0
+
+    def validate(self) -> "SamplerConfig":
+        check_int("steps", self.steps, low=1, high=10_000)
+        if self.solver not in SOLVERS:
+            raise ToyError(f"unknown solver {self.solver!r}: choose from {', '.join(SOLVERS)}")
+        check_finite("sigma_min", self.sigma_min, low=0.0, low_open=True)
+        check_finite("sigma_max", self.sigma_max, low=self.sigma_min)
+        check_finite("rho", self.rho, low=0.0, low_open=True)
+        check_finite("churn", self.churn, low=0.0)
+        check_finite("s_noise", self.s_noise, low=0.0)
+        return replace(self, steps=int(self.steps))
+
+
+def edm_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> np.ndarray:
+    """σ_0 = σ_max > … > σ_{T−1} = σ_min, then σ_T = 0 (Karras et al. 2022, Eq. 5), [T + 1]."""
+    i = np.arange(steps, dtype=np.float64)
+    frac = i / max(steps - 1, 1)
+    s = (sigma_max ** (1 / rho) + frac * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return np.append(s, 0.0)
+
+
+# -- losses ------------------------------------------------------------------------------------
+
+def edm_weight(sigma: jax.Array, sigma_data: float) -> jax.Array:
+    """λ(σ) = (σ² + σ_d²) / (σ·σ_d)², which makes the loss unit-scale at every σ."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def sample_train_sigma(key: jax.Array, n: int, p_mean: float, p_std: float) -> jax.Array:
+    """ln σ ~ N(P_mean, P_std²), [n]."""
+    return jnp.exp(p_mean + p_std * jax.random.normal(key, (n,)))
+
+
+def edm_loss(D, x0: jax.Array, labels: jax.Array, key: jax.Array, *, sigma_data: float,
+             p_mean: float, p_std: float) -> jax.Array:
+    """EDM denoising loss E λ(σ)‖D(x0 + σn; σ, c) − x0‖² (Karras et al. 2022, Eq. 2), per dimension."""
+    k_s, k_n = jax.random.split(key)
+    sigma = sample_train_sigma(k_s, x0.shape[0], p_mean, p_std)                 # [n]
+    x = x0 + sigma[:, None] * jax.random.normal(k_n, x0.shape)                   # [n, d]
+    err = D(x, sigma, labels) - x0                                               # [n, d]
+    return jnp.mean(edm_weight(sigma, sigma_data) * jnp.mean(err**2, axis=-1))
+
+
+def exact_score_loss(D, mixture, x0: jax.Array, labels: jax.Array, key: jax.Array, *, sigma_data: float,
+                     p_mean: float, p_std: float) -> jax.Array:
+    """Exact score matching: regress D on the closed-form posterior mean instead of x0.
+
+    Same minimiser as `edm_loss` (E[x0 | x_σ, c]) with no target noise; the score error is this
+    D error divided by σ², so the weighting is the EDM one."""
+    k_s, k_n = jax.random.split(key)
+    sigma = sample_train_sigma(k_s, x0.shape[0], p_mean, p_std)                 # [n]
+    x = x0 + sigma[:, None] * jax.random.normal(k_n, x0.shape)                   # [n, d]
+    err = D(x, sigma, labels) - mixture.denoise(x, sigma, labels)                # [n, d]
+    return jnp.mean(edm_weight(sigma, sigma_data) * jnp.mean(err**2, axis=-1))
+
+
+# -- sampler -----------------------------------------------------------------------------------
+
+class SampleResult(NamedTuple):
+    x: jax.Array                         # [n, d] final samples
+    trajectory: jax.Array | None         # [T + 1, n, d] states from σ_max to 0 (with return_trajectory)
+    denoised: jax.Array | None           # [T, n, d] guided D̃ at each step (with return_trajectory)
+    sigmas: np.ndarray                   # [T + 1]
+
+
+@functools.partial(jax.jit, static_argnames=("gcfg", "scfg", "n", "dim", "return_trajectory"))
+def _sample_jit(main, weak, key, label, dyn, *, gcfg: GuidanceConfig, scfg: SamplerConfig, n: int, dim: int,
+                return_trajectory: bool):
+    T = scfg.steps
+    sigmas = jnp.asarray(edm_sigmas(T, scfg.sigma_min, scfg.sigma_max, scfg.rho), jnp.float32)  # [T + 1]
+    k_init, k_mask, k_churn = jax.random.split(key, 3)
+    labels = jnp.full((n,), label, jnp.int32)                                    # [n]
+    x_init = sigmas[0] * jax.random.normal(k_init, (n, dim))                     # [n, d]
+
+    def denoise(x, sigma, i):
+        # One key per step: Heun's two evaluations of step i share the step's mask (DESIGN.md §4).
+        position = i / max(T - 1, 1)
+        return guided_prediction(gcfg, main, weak, x, sigma, labels, jax.random.fold_in(k_mask, i), position, dyn)
+
+    def step(carry, i):
+        x, first_bad = carry
+        s, s_next = sigmas[i], sigmas[i + 1]
+        if scfg.churn > 0:
+            gamma = jnp.where((s >= scfg.s_tmin) & (s <= scfg.s_tmax), min(scfg.churn / T, math.sqrt(2) - 1), 0.0)
+            s_hat = s * (1 + gamma)
+            eps = jax.random.normal(jax.random.fold_in(k_churn, i), x.shape)     # [n, d]
+            x = x + jnp.sqrt(s_hat**2 - s**2) * scfg.s_noise * eps
+        else:
+            s_hat = s
+        d = denoise(x, s_hat, i)                                                 # [n, d]
+        slope = (x - d) / s_hat                                                  # [n, d]
+        x_next = x + (s_next - s_hat) * slope                                    # [n, d]  Euler
+        if scfg.solver == "heun":
+            def correct(x_eul):
+                slope2 = (x_eul - denoise(x_eul, s_next, i)) / s_next            # [n, d]
+                return x + (s_next - s_hat) * 0.5 * (slope + slope2)
+            x_next = jax.lax.cond(s_next > 0, correct, lambda x_eul: x_eul, x_next)
+        ok = jnp.all(jnp.isfinite(x_next))
+        first_bad = jnp.where((first_bad < 0) & ~ok, i, first_bad)
+        return (x_next, first_bad), ((x_next, d) if return_trajectory else None)
+
+    (x, first_bad), outs = jax.lax.scan(step, (x_init, jnp.int32(-1)), jnp.arange(T))
+    if return_trajectory:
+        traj = jnp.concatenate([x_init[None], outs[0]])                          # [T + 1, n, d]
+        return x, first_bad, traj, outs[1]
+    return x, first_bad, None, None
+
+
+def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: int, label: int, *,
+           weak=None, dim: int | None = None, return_trajectory: bool = False) -> SampleResult:
+    """Draw n guided samples of class `label` with one method.
+
+    main, weak: denoisers `D(x, sigma, labels, mask=None)` (a `LearnedDenoiser` or `ExactDenoiser`);
+    weak is needed by autoguidance only. Raises NonFiniteError naming the step and the method if the
+    state stops being finite.
+    """
+    scfg = scfg.validate()
+    gcfg = gcfg.validate(main.num_blocks)
+    check_int("number of samples", n, low=1, high=10_000_000)
+    if gcfg.method == "autoguidance" and weak is None:
+        raise ToyError("autoguidance needs a weak model (train one with `python -m toy train`)")
+    dim = dim if dim is not None else _dim_of(main)
+    x, first_bad, traj, den = _sample_jit(main, weak if gcfg.method == "autoguidance" else None, key,
+                                          jnp.int32(label), gcfg.dynamic(), gcfg=gcfg.static(), scfg=scfg,
+                                          n=int(n), dim=int(dim), return_trajectory=return_trajectory)
+    bad = int(first_bad)
+    sigmas = edm_sigmas(scfg.steps, scfg.sigma_min, scfg.sigma_max, scfg.rho)
+    if bad >= 0:
+        raise NonFiniteError(f"method {gcfg.method!r}: the sampler state became non-finite at step {bad} of "
+                             f"{scfg.steps} (σ = {sigmas[bad]:.4g} → {sigmas[bad + 1]:.4g}) with λ = {gcfg.scale}, "
+                             f"ω = {gcfg.s2_scale}; lower the scales or use more steps")
+    return SampleResult(x, traj, den, sigmas)
+
+
+def _dim_of(denoiser) -> int:
+    if hasattr(denoiser, "cfg"):
+        return denoiser.cfg.dim
+    return denoiser.mixture.dim
