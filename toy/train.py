@@ -211,26 +211,31 @@ def train(tcfg: TrainConfig, *, mixture: ConditionalMixture | None = None, folde
         checkpoint.save(state_path, t, config, {"step": step, "losses": [float(v) for v in losses]})
 
     step = start
-    while step < stop:
-        params, ema, opt_state, chunk_losses = run_chunk(params, ema, opt_state, key, jnp.int32(step))
-        chunk_losses = np.asarray(chunk_losses)
-        n_valid = min(tcfg.chunk, tcfg.steps - step)   # the last chunk may run past `steps`
-        losses += chunk_losses[:n_valid].tolist()
-        if not np.all(np.isfinite(chunk_losses)):
-            raise ToyError(f"training diverged (non-finite loss) near step {step}; lower lr (now {tcfg.lr})")
-        step += tcfg.chunk
-        if tcfg.snapshot and step == tcfg.snapshot:
-            snap = ema
+    try:
+        while step < stop:
+            params, ema, opt_state, chunk_losses = run_chunk(params, ema, opt_state, key, jnp.int32(step))
+            chunk_losses = np.asarray(chunk_losses)
+            n_valid = min(tcfg.chunk, tcfg.steps - step)   # the last chunk may run past `steps`
+            losses += chunk_losses[:n_valid].tolist()
+            if not np.all(np.isfinite(chunk_losses)):
+                raise ToyError(f"training diverged (non-finite loss) near step {step}; lower lr (now {tcfg.lr})")
+            step += tcfg.chunk
+            if tcfg.snapshot and step == tcfg.snapshot:
+                snap = ema
+            if bar is not None:
+                bar.update(min(step, tcfg.steps) - bar.n)
+                bar.set_postfix(loss=f"{np.mean(chunk_losses[:n_valid]):.4f}")
+            elif callable(progress):
+                progress(min(step, tcfg.steps) / tcfg.steps, f"{path.stem}: step {min(step, tcfg.steps)}/{tcfg.steps}")
+            if time.monotonic() - last_save > save_every_s and step < stop:
+                save_state(step)
+                last_save = time.monotonic()
+    except KeyboardInterrupt:       # Ctrl-C: keep everything done so far, then stop
+        save_state(step)
+        raise
+    finally:
         if bar is not None:
-            bar.update(min(step, tcfg.steps) - bar.n)
-            bar.set_postfix(loss=f"{np.mean(chunk_losses[:n_valid]):.4f}")
-        elif callable(progress):
-            progress(min(step, tcfg.steps) / tcfg.steps, f"{path.stem}: step {min(step, tcfg.steps)}/{tcfg.steps}")
-        if time.monotonic() - last_save > save_every_s and step < stop:
-            save_state(step)
-            last_save = time.monotonic()
-    if bar is not None:
-        bar.close()
+            bar.close()
     if step < tcfg.steps:           # stopped early on request: keep the state for a resume
         save_state(step)
         return None
