@@ -165,7 +165,8 @@ def guided_prediction(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | Non
         masks = jax.vmap(lambda k: sample_mask(k, K, gcfg.exclude, k_drop))(jax.random.split(key, gcfg.num_masks))
     elif m == "s2":
         k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop)
-        masks = sample_mask(key, K, gcfg.exclude, k_drop)[None]                  # [1, K]
+        # The key is split as for s2-naive with N = 1, so the two draw identical masks (tested).
+        masks = sample_mask(jax.random.split(key, 1)[0], K, gcfg.exclude, k_drop)[None]   # [1, K]
     else:  # fixed-block
         masks = fixed_mask(K, gcfg.fixed_blocks)[None]                            # [1, K]
     N = masks.shape[0]

@@ -185,7 +185,7 @@ def _validate(weights, means, covs, *, where: str):
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
         raise ToyError(f"{where}: weights, means and covs must all be finite numbers")
     if np.any(w <= 0):
-        raise ToyError(f"{where}: every weight must be > 0, got {w.tolist()}")
+        raise ToyError(f"{where}: weights must all be > 0, got {w.tolist()}")
     if not np.allclose(cov, np.swapaxes(cov, 1, 2), rtol=1e-6, atol=1e-9):
         bad = int(np.argmax(np.abs(cov - np.swapaxes(cov, 1, 2)).reshape(K, -1).max(1)))
         raise ToyError(f"{where}: covariance {bad} is not symmetric")

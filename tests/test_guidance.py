@@ -1,0 +1,121 @@
+"""Guidance formulas and their invariants; masks; validation of settings."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from toy import guidance as G
+from toy.errors import ToyError
+from toy.guidance import GuidanceConfig, guided_prediction
+from toy.nets import LearnedDenoiser, MLPConfig, init_model
+
+
+def preds(seed=0, n=16, d=2):
+    k = jax.random.split(jax.random.key(seed), 4)
+    return [jax.random.normal(ki, (n, d)) for ki in k]
+
+
+def test_formula_invariants():
+    du, dc, dsub, dw = preds()
+    np.testing.assert_allclose(G.cfg(du, dc, 1.0), dc, atol=1e-6)                  # λ = 1: conditional
+    np.testing.assert_allclose(G.cfg(du, dc, 0.0), du, atol=1e-6)                  # λ = 0: unconditional
+    np.testing.assert_allclose(G.s2(du, dc, dsub, 3.0, 0.0), G.cfg(du, dc, 3.0))   # ω = 0: CFG
+    np.testing.assert_allclose(G.s2(du, dc, dc, 3.0, 0.7), G.cfg(du, dc, 3.0))     # full-network "sub": CFG
+    np.testing.assert_allclose(G.s2_naive(du, dc, dsub[None], 3.0, 0.25), G.s2(du, dc, dsub, 3.0, 0.25), atol=1e-6)
+    np.testing.assert_allclose(G.autoguidance(dw, dc, 1.0), dc, atol=1e-6)
+    # Eq. 3 by hand for N = 2
+    subs = jnp.stack([dsub, dw])
+    by_hand = du + 2.0 * (dc - du) - 0.5 / 2 * ((dsub - dc) + (dw - dc))
+    np.testing.assert_allclose(G.s2_naive(du, dc, subs, 2.0, 0.5), by_hand, atol=1e-5)
+
+
+def test_sample_mask_counts_exclusion_and_uniformity():
+    K, k_drop = 8, 2
+    masks = jax.vmap(lambda k: G.sample_mask(k, K, (0,), k_drop))(jax.random.split(jax.random.key(0), 4000))
+    masks = np.asarray(masks)
+    assert np.all((K - masks.sum(1)) == k_drop)
+    assert np.all(masks[:, 0] == 1)
+    freq = 1 - masks[:, 1:].mean(0)               # each droppable block: k_drop / 7
+    np.testing.assert_allclose(freq, k_drop / 7, atol=0.03)
+
+
+def test_num_dropped_and_fixed_mask():
+    assert G.num_dropped(8, (0,), 0.1, None) == 1
+    assert G.num_dropped(8, (0,), 0.5, None) == 4
+    assert G.num_dropped(8, (0,), 0.1, 3) == 3
+    np.testing.assert_array_equal(G.fixed_mask(4, (1, 3)), [1, 0, 1, 0])
+    with pytest.raises(ToyError, match="no droppable block"):
+        G.num_dropped(2, (0, 1), 0.1, None)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(scale=float("nan")), "guidance scale"),
+    (dict(scale=-1.0), "guidance scale"),
+    (dict(s2_scale=-0.5), "S² scale"),
+    (dict(s2_scale=float("inf")), "S² scale"),
+    (dict(drop_ratio=0.0), "drop ratio"),
+    (dict(drop_ratio=1.0), "drop ratio"),
+    (dict(drop_ratio=1.5), "drop ratio"),
+    (dict(method="magic"), "unknown method"),
+    (dict(interval=(0.9, 0.1)), "interval"),
+    (dict(interval=(-0.1, 0.5)), "interval start"),
+    (dict(num_masks=0), "num_masks"),
+])
+def test_invalid_settings_name_the_parameter(kwargs, needle):
+    with pytest.raises(ToyError, match=needle):
+        GuidanceConfig(method=kwargs.pop("method", "s2"), **kwargs).validate(8)
+
+
+def test_structural_errors():
+    with pytest.raises(ToyError, match="no droppable block"):
+        GuidanceConfig(method="s2", exclude=(0,)).validate(1)
+    with pytest.raises(ToyError, match="exact"):
+        GuidanceConfig(method="s2").validate(0)
+    with pytest.raises(ToyError, match="fixed block"):
+        GuidanceConfig(method="fixed-block", fixed_blocks=(9,)).validate(8)
+
+
+@pytest.fixture(scope="module")
+def net():
+    model = init_model(MLPConfig(), 0)
+    model.out.kernel[...] = jax.random.normal(jax.random.key(1), model.out.kernel[...].shape) * 0.3
+    return LearnedDenoiser.from_model(model)
+
+
+def call(net, method, dyn, key=0, position=0.5, **kw):
+    x = jax.random.normal(jax.random.key(5), (6, 2)) * 3
+    gcfg = GuidanceConfig(method=method, **kw).validate(net.num_blocks)
+    return x, guided_prediction(gcfg, net, net, x, jnp.float32(1.3), jnp.zeros(6, jnp.int32),
+                                jax.random.key(key), jnp.float32(position), jnp.asarray(dyn, jnp.float32))
+
+
+def test_guided_prediction_invariants(net):
+    x, d_none = call(net, "none", [3, 0.25, 0.1, 0.9])
+    _, d_cfg1 = call(net, "cfg", [1, 0.25, 0.1, 0.9])
+    np.testing.assert_allclose(d_cfg1, d_none, atol=1e-5)                        # λ = 1 is conditional
+    _, d_cfg = call(net, "cfg", [3, 0.25, 0.1, 0.9])
+    _, d_s2_0 = call(net, "s2", [3, 0.0, 0.1, 0.9])
+    np.testing.assert_allclose(d_s2_0, d_cfg, atol=1e-5)                         # ω = 0 is CFG
+    _, d_s2 = call(net, "s2", [3, 0.25, 0.1, 0.9])
+    assert not np.allclose(d_s2, d_cfg, atol=1e-4)
+    _, d_out = call(net, "s2", [3, 0.25, 0.6, 0.9], position=0.5)
+    np.testing.assert_allclose(d_out, d_cfg, atol=1e-5)                          # outside the interval: CFG
+    _, d_naive1 = call(net, "s2-naive", [3, 0.25, 0.1, 0.9], num_masks=1)
+    np.testing.assert_allclose(d_naive1, d_s2, atol=1e-5)                        # N = 1, same key: same mask
+
+
+def test_s2_and_fixed_block_by_hand(net):
+    x, d_fixed = call(net, "fixed-block", [2, 0.5, 0.0, 1.0], fixed_blocks=(3,))
+    s, c, null = jnp.float32(1.3), jnp.zeros(6, jnp.int32), jnp.full(6, 2)
+    du, dc = net(x, s, null), net(x, s, c)
+    dsub = net(x, s, c, jnp.ones(8).at[3].set(0))
+    np.testing.assert_allclose(d_fixed, du + 2 * (dc - du) - 0.5 * (dsub - dc), rtol=1e-5, atol=1e-5)
+    # s2 uses exactly one mask per step: its result is one of the single-block sub-networks
+    _, d_s2 = call(net, "s2", [2, 0.5, 0.0, 1.0], key=11)
+    candidates = [du + 2 * (dc - du) - 0.5 * (net(x, s, c, jnp.ones(8).at[b].set(0)) - dc) for b in range(1, 8)]
+    assert sum(np.allclose(d_s2, cand, atol=1e-5) for cand in candidates) == 1
+    # and fresh keys draw different masks
+    seen = {int(np.argmin([np.abs(call(net, "s2", [2, .5, 0, 1], key=k)[1] - cd).max() for cd in candidates]))
+            for k in range(12)}
+    assert len(seen) > 3
