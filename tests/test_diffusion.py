@@ -1,0 +1,94 @@
+"""Samplers on the exact denoiser: they must reproduce the target, and CFG must distort it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import wasserstein_distance
+
+from toy.diffusion import SamplerConfig, edm_sigmas, sample
+from toy.errors import NonFiniteError, ToyError
+from toy.guidance import GuidanceConfig
+from toy.mixtures import get_preset
+from toy.nets import ExactDenoiser
+
+N = 4000
+
+
+@pytest.fixture(scope="module")
+def exact1d():
+    mix = get_preset("gmm1d")
+    return mix, ExactDenoiser(mix), np.asarray(mix.cond(0).sample(jax.random.key(99), 40_000))[:, 0]
+
+
+def test_schedule():
+    s = edm_sigmas(10, 0.002, 80.0, 7.0)
+    assert s.shape == (11,) and s[0] == pytest.approx(80) and s[9] == pytest.approx(0.002) and s[10] == 0
+    assert np.all(np.diff(s) < 0)
+    # ρ-schedule by its definition: σ_i^(1/ρ) is linear in i
+    np.testing.assert_allclose(np.diff(s[:10] ** (1 / 7)), np.diff(s[:10] ** (1 / 7))[0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("scfg", [SamplerConfig(steps=32), SamplerConfig(steps=128, solver="euler"),
+                                  SamplerConfig(steps=64, churn=20.0)], ids=["heun", "euler", "stochastic"])
+def test_exact_sampler_reproduces_target(exact1d, scfg):
+    mix, D, ref = exact1d
+    x = np.asarray(sample(D, GuidanceConfig(method="none"), scfg, jax.random.key(0), N, 0).x)[:, 0]
+    noise_floor = wasserstein_distance(np.asarray(mix.cond(0).sample(jax.random.key(7), N))[:, 0], ref)
+    assert wasserstein_distance(x, ref) < 2.5 * noise_floor + 0.05
+    assert abs(np.mean(np.abs(x)) - np.mean(np.abs(ref))) < 0.1
+
+
+def test_exact_2d_and_tree_samplers_reproduce_targets():
+    for name in ["gmm2d", "tree2d"]:
+        mix = get_preset(name)
+        x = np.asarray(sample(ExactDenoiser(mix), GuidanceConfig(method="none"), SamplerConfig(steps=64),
+                              jax.random.key(1), N, 1).x)
+        ref = np.asarray(mix.cond(1).sample(jax.random.key(2), N))
+        np.testing.assert_allclose(x.mean(0), ref.mean(0), atol=0.25)
+        np.testing.assert_allclose(np.cov(x.T), np.cov(ref.T), rtol=0.1, atol=0.3)
+        # every sample lies where the class has mass: mean true log-density matches exact samples'
+        lp, lp_ref = float(mix.cond(1).logp(x).mean()), float(mix.cond(1).logp(ref).mean())
+        assert abs(lp - lp_ref) < 0.15
+
+
+def test_lambda_one_is_conditional_sampling_and_cfg_shifts_modes(exact1d):
+    mix, D, ref = exact1d
+    key, scfg = jax.random.key(3), SamplerConfig()
+    plain = sample(D, GuidanceConfig(method="none"), scfg, key, N, 0).x
+    cfg1 = sample(D, GuidanceConfig(method="cfg", scale=1.0), scfg, key, N, 0).x
+    np.testing.assert_allclose(cfg1, plain, atol=1e-3)
+    cfg3 = np.asarray(sample(D, GuidanceConfig(method="cfg", scale=3.0), scfg, key, N, 0).x)[:, 0]
+    # CFG with the exact denoisers pushes both modes away from the other class at 0 (paper Fig. 3)
+    assert np.mean(np.abs(cfg3)) > np.mean(np.abs(ref)) + 0.5
+
+
+def test_trajectories_and_determinism(exact1d):
+    _, D, _ = exact1d
+    scfg = SamplerConfig(steps=16)
+    r = sample(D, GuidanceConfig(method="cfg"), scfg, jax.random.key(4), 500, 0, return_trajectory=True)
+    assert r.trajectory.shape == (17, 500, 1) and r.denoised.shape == (16, 500, 1)
+    np.testing.assert_array_equal(r.trajectory[-1], r.x)
+    assert 60 < float(jnp.std(r.trajectory[0])) < 100                          # starts at σ_max = 80
+    again = sample(D, GuidanceConfig(method="cfg"), scfg, jax.random.key(4), 500, 0)
+    np.testing.assert_array_equal(again.x, r.x)
+    other = sample(D, GuidanceConfig(method="cfg"), scfg, jax.random.key(5), 500, 0)
+    assert not np.allclose(other.x, r.x)
+
+
+def test_non_finite_state_names_step_and_method(exact1d):
+    _, D, _ = exact1d
+    with pytest.raises(NonFiniteError, match=r"'cfg'.*step \d+"):
+        sample(D, GuidanceConfig(method="cfg", scale=1e30), SamplerConfig(steps=16), jax.random.key(0), 100, 0)
+
+
+def test_sampler_validation(exact1d):
+    _, D, _ = exact1d
+    with pytest.raises(ToyError, match="steps"):
+        sample(D, GuidanceConfig(), SamplerConfig(steps=0), jax.random.key(0), 10, 0)
+    with pytest.raises(ToyError, match="solver"):
+        sample(D, GuidanceConfig(), SamplerConfig(solver="rk4"), jax.random.key(0), 10, 0)
+    with pytest.raises(ToyError, match="exact"):
+        sample(D, GuidanceConfig(method="s2"), SamplerConfig(), jax.random.key(0), 10, 0)
+    with pytest.raises(ToyError, match="weak model"):
+        sample(D, GuidanceConfig(method="autoguidance"), SamplerConfig(), jax.random.key(0), 10, 0)
