@@ -1,0 +1,155 @@
+"""Training: the loss falls, models approach the truth, checkpoints are safe and resumable."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from scipy.stats import wasserstein_distance
+
+from toy import checkpoint
+from toy.diffusion import SamplerConfig, sample
+from toy.errors import CheckpointError
+from toy.guidance import GuidanceConfig
+from toy.mixtures import get_preset
+from toy.nets import LearnedDenoiser, MLPConfig, init_model
+from toy.train import TrainConfig, checkpoint_path, train
+
+TINY = TrainConfig(preset="gmm1d", width=16, num_blocks=2, steps=600, batch=128, warmup=20, chunk=100, snapshot=200)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def assert_same(a, b):
+    for x, y in zip(leaves(a.params), leaves(b.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def denoise_error(D, n=4096):
+    """EDM-weighted squared distance of D from the exact denoiser on a fixed batch of noisy points."""
+    mix = get_preset("gmm1d")
+    x0, labels = mix.sample(jax.random.key(123), n, label_dropout=0.2)
+    sigma = np.exp(np.random.default_rng(0).normal(-0.5, 1.2, size=n)).astype(np.float32)
+    x = np.asarray(x0) + sigma[:, None] * np.random.default_rng(1).normal(size=(n, 1)).astype(np.float32)
+    sd = mix.sigma_data()
+    err = np.asarray(D(x, sigma, labels)) - np.asarray(mix.denoise(x, sigma, labels))
+    return float(np.mean((sigma**2 + sd**2) / (sigma * sd) ** 2 * err[:, 0] ** 2))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted tiny run."""
+    return train(TINY, folder=tmp_path_factory.mktemp("ref"), progress=False)
+
+
+def test_loss_falls_and_checkpoint_is_reused(reference, tmp_path_factory):
+    assert not reference.loaded and len(reference.losses) == TINY.steps
+    # independent check: the network moved towards the exact posterior mean E[x0 | x_σ, c]
+    untrained = LearnedDenoiser.from_model(init_model(reference.model.cfg, TINY.seed))
+    assert denoise_error(reference.model) < 0.5 * denoise_error(untrained)
+    again = train(TINY, folder=reference.path.parent, progress=False)
+    assert again.loaded
+    assert_same(again.model, reference.model)
+    assert_same(again.snapshot, reference.snapshot)
+    with pytest.raises(AssertionError):
+        assert_same(reference.snapshot, reference.model)            # the early snapshot is another model
+    header = checkpoint.read_header(reference.path)
+    assert header["config"]["train"] == TINY.to_dict() and header["config"]["model"]["width"] == 16
+    with np.load(reference.path, allow_pickle=False) as z:          # plain arrays only, no pickle
+        assert all(z[k].dtype != object for k in z.files)
+
+
+def test_exact_score_loss_trains(tmp_path):
+    res = train(replace(TINY, loss="exact", snapshot=0, steps=300), folder=tmp_path, progress=False)
+    assert res.losses[-50:].mean() < 0.5 * res.losses[:20].mean()
+
+
+def test_stop_and_resume_is_bit_identical(reference, tmp_path):
+    assert train(TINY, folder=tmp_path, until=300, progress=False) is None
+    state = checkpoint_path(TINY, get_preset("gmm1d"), tmp_path).with_suffix(".state.npz")
+    assert state.exists()
+    res = train(TINY, folder=tmp_path, progress=False)
+    assert res.resumed_from == 300 and not state.exists()
+    assert_same(res.model, reference.model)
+    assert_same(res.snapshot, reference.snapshot)
+    np.testing.assert_array_equal(res.losses, reference.losses)
+
+
+KILL_SCRIPT = """
+import sys, time
+from toy.train import TrainConfig, train
+cfg = TrainConfig(preset="gmm1d", width=16, num_blocks=2, steps=600, batch=128, warmup=20, chunk=100, snapshot=200)
+train(cfg, folder=sys.argv[1], progress=lambda f, t: time.sleep(0.4), save_every_s=0.0)
+"""
+
+
+def test_resume_after_sigkill(reference, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], env=env)
+    state = checkpoint_path(TINY, get_preset("gmm1d"), tmp_path).with_suffix(".state.npz")
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and not checkpoint_path(TINY, get_preset("gmm1d"), tmp_path).exists()
+    res = train(TINY, folder=tmp_path, progress=False)
+    assert 0 < res.resumed_from < TINY.steps
+    assert_same(res.model, reference.model)
+
+
+def test_corrupt_and_mismatched_checkpoints(reference, tmp_path):
+    path = checkpoint_path(TINY, get_preset("gmm1d"), tmp_path)
+    path.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(TINY, folder=tmp_path, progress=False)
+    data = reference.path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])                         # truncated
+    with pytest.raises(CheckpointError, match="corrupt|delete"):
+        train(TINY, folder=tmp_path, progress=False)
+    cfg = checkpoint.read_header(reference.path)["config"]
+    other = dict(cfg, train=dict(cfg["train"], steps=5))
+    with pytest.raises(CheckpointError, match="train"):
+        checkpoint.load(reference.path, {"ema": reference.model.params}, other)
+    wrong = LearnedDenoiser.from_model(init_model(MLPConfig(dim=1, width=8, num_blocks=2)))
+    with pytest.raises(CheckpointError, match="shape"):
+        checkpoint.load(reference.path, {"ema": wrong.params})
+
+
+def test_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, {"a": {"w": np.ones(3)}}, {"v": 1})
+    before = path.read_bytes()
+
+    def crash(f, **arrays):
+        f.write(b"half a file")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(checkpoint.np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, {"a": {"w": np.zeros(3)}}, {"v": 2})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]
+
+
+def test_trained_models_approach_the_truth(gmm1d_models):
+    mix = get_preset("gmm1d")
+    ref = np.asarray(mix.cond(0).sample(jax.random.key(0), 20000))[:, 0]
+    untrained = LearnedDenoiser.from_model(init_model(gmm1d_models["main"].cfg))
+    w = {}
+    for name, D in [("main", gmm1d_models["main"]), ("untrained", untrained)]:
+        x = sample(D, GuidanceConfig(method="none"), SamplerConfig(), jax.random.key(1), 4000, 0).x
+        w[name] = wasserstein_distance(np.asarray(x)[:, 0], ref)
+    assert w["main"] < 0.3 and w["main"] < w["untrained"] / 5
+    assert gmm1d_models["small"].cfg.width < gmm1d_models["main"].cfg.width
+    assert gmm1d_models["early"].cfg == gmm1d_models["main"].cfg
