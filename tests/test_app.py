@@ -1,0 +1,86 @@
+"""The Streamlit app driven by AppTest: every widget, extreme values, and outputs that respond."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture()
+def app(gmm1d_models):             # the quick gmm1d models are in the session cache: no training here
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def table(at):
+    return at.dataframe[0].value
+
+
+def rerun(at):
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_default_page_and_responses_to_lambda_and_omega(app):
+    t0 = table(app)
+    assert set(t0.index) == {"truth", "cfg", "autoguidance", "s2"} and len(app.get("imgs")) == 1
+    assert np.isfinite(t0.loc["cfg"].astype(float)).all()
+    app.slider(key="lam").set_value(5.0)
+    t1 = table(rerun(app))
+    assert not np.allclose(t1.loc["cfg"], t0.loc["cfg"])           # λ moves CFG
+    app.slider(key="omega").set_value(1.0)
+    t2 = table(rerun(app))
+    np.testing.assert_allclose(t2.loc["cfg"], t1.loc["cfg"])        # ω leaves CFG alone…
+    assert not np.allclose(t2.loc["s2"], t1.loc["s2"])              # …and moves S²
+    app.slider(key="omega").set_value(0.0)
+    t3 = table(rerun(app))
+    np.testing.assert_allclose(t3.loc["s2"], t3.loc["cfg"], rtol=1e-3, atol=1e-3)   # ω = 0 is CFG
+    app.slider(key="lam").set_value(1.0)
+    app.multiselect(key="methods").set_value(["none", "cfg"])
+    t4 = table(rerun(app))
+    np.testing.assert_allclose(t4.loc["cfg"], t4.loc["none"], rtol=1e-3, atol=1e-3)  # λ = 1 is conditional
+
+
+def test_every_widget_at_its_extremes(app):
+    app.multiselect(key="methods").set_value(["none", "cfg", "autoguidance", "s2-naive", "s2", "fixed-block"])
+    for key, values in [("lam", [0.0, 10.0]), ("omega", [2.0]), ("num_drop", [7, 1]), ("num_masks", [16, 1]),
+                        ("fixed_block", [7]), ("interval", [(0.0, 0.0), (0.0, 1.0)]), ("steps", [4, 128]),
+                        ("samples", [200])]:
+        for v in values:
+            (app.select_slider if key == "samples" else app.slider)(key=key).set_value(v)
+            rerun(app)
+            assert len(app.error) == 0 or all("non-finite" in e.value for e in app.error)
+    app.number_input(key="seed").set_value(1_000_000)
+    app.radio(key="weak").set_value("early")
+    app.selectbox(key="label").set_value(1)
+    rerun(app)
+    assert len(table(app)) == 7
+
+
+def test_exact_source_presets_and_custom_mixtures(app):
+    app.radio(key="source").set_value("exact closed form")
+    rerun(app)
+    assert set(table(app).index) == {"truth", "cfg"} and len(app.warning) == 1      # mask methods skipped
+    for preset in ["gmm2d", "tree2d"]:
+        app.selectbox(key="preset").set_value(preset)
+        rerun(app)
+        assert len(table(app)) == 2
+    app.selectbox(key="preset").set_value("custom")
+    rerun(app)
+    assert len(table(app)) == 2
+    app.text_area(key="custom").set_value('{"classes": [{"weights": [1], "means": [[0, 0]], "covs": [[[1, 2], [2, 1]]]}]}')
+    rerun(app)
+    assert len(app.error) == 1 and "positive definite" in app.error[0].value
+    app.text_area(key="custom").set_value("{broken")
+    rerun(app)
+    assert len(app.error) == 1 and "JSON" in app.error[0].value
+    app.multiselect(key="methods").set_value([])
+    app.text_area(key="custom").set_value('{"classes": [{"weights": [1, 1], "means": [-2, 2], "covs": [1, 1]}]}')
+    rerun(app)
+    assert len(app.info) == 1
