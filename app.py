@@ -145,7 +145,8 @@ def draw(mixture, label, results, truth, traj_n=40):
         else:
             ax.contour(gx, gy, lp, levels=np.linspace(lp.max() - 12, lp.max(), 7), colors="k", linewidths=0.5)
             ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.3, color="C0")
-            ax.set_xlim(lo[0], hi[0]), ax.set_ylim(lo[1], hi[1])
+            ax.set_xlim(lo[0], hi[0])
+            ax.set_ylim(lo[1], hi[1])
         if name == "truth":
             axt.axis("off")
             axt.text(0.5, 0.5, "exact samples\nno trajectory", ha="center", va="center", transform=axt.transAxes)
@@ -154,11 +155,13 @@ def draw(mixture, label, results, truth, traj_n=40):
         if d == 1:
             axt.plot(np.arange(tr.shape[0]), tr[:, :, 0], lw=0.6, alpha=0.6)
             axt.set_ylim(lo - 4, hi + 4)
-            axt.set_xlabel("sampler step"), axt.set_ylabel("x")
+            axt.set_xlabel("sampler step")
+            axt.set_ylabel("x")
         else:
             axt.contour(gx, gy, lp, levels=np.linspace(lp.max() - 12, lp.max(), 7), colors="k", linewidths=0.4)
             axt.plot(tr[1:, :, 0], tr[1:, :, 1], lw=0.6, alpha=0.6)
-            axt.set_xlim(lo[0], hi[0]), axt.set_ylim(lo[1], hi[1])
+            axt.set_xlim(lo[0], hi[0])
+            axt.set_ylim(lo[1], hi[1])
     fig.subplots_adjust(left=0.05, right=0.99, top=0.94, bottom=0.08, wspace=0.25, hspace=0.25)
     return fig
 
