@@ -139,7 +139,8 @@ def draw(mixture, label, results, truth, traj_n=40):
         x = truth if name == "truth" else results[name]["x"]
         ax.set_title(name, fontsize=10)
         if d == 1:
-            ax.hist(np.clip(x[:, 0], lo, hi), bins=80, range=(lo, hi), density=True, color="C0", alpha=0.6)
+            ax.hist(np.clip(x[:, 0], lo, hi), bins=80, range=(lo, hi), density=True, color="C0", alpha=0.6,
+                    histtype="stepfilled")
             ax.plot(grid[:, 0], pdf, "k", lw=1.2)
             ax.set_xlim(lo, hi)
         else:
