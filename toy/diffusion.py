@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toy.errors import NonFiniteError, ToyError, check_finite, check_int
-from toy.guidance import GuidanceConfig, guided_prediction
+from toy.guidance import GuidanceConfig, guided_step
 
 SOLVERS = ("heun", "euler")
 
@@ -108,13 +108,16 @@ def _sample_jit(main, weak, key, label, dyn, *, gcfg: GuidanceConfig, scfg: Samp
     labels = jnp.full((n,), label, jnp.int32)                                    # [n]
     x_init = sigmas[0] * jax.random.normal(k_init, (n, dim))                     # [n, d]
 
-    def denoise(x, sigma, i):
+    def denoise(x, sigma, i, state):
         # One key per step: Heun's two evaluations of step i share the step's mask (DESIGN.md §4).
         position = i / max(T - 1, 1)
-        return guided_prediction(gcfg, main, weak, x, sigma, labels, jax.random.fold_in(k_mask, i), position, dyn)
+        return guided_step(gcfg, main, weak, x, sigma, labels, jax.random.fold_in(k_mask, i), position, dyn,
+                           state, i)
+
+    first_order = gcfg.method == "cfg++"     # CFG++ is defined with a first-order (DDIM) renoising step
 
     def step(carry, i):
-        x, first_bad = carry
+        x, first_bad, state = carry
         s, s_next = sigmas[i], sigmas[i + 1]
         if scfg.churn > 0:
             gamma = jnp.where((s >= scfg.s_tmin) & (s <= scfg.s_tmax), min(scfg.churn / T, math.sqrt(2) - 1), 0.0)
@@ -123,19 +126,21 @@ def _sample_jit(main, weak, key, label, dyn, *, gcfg: GuidanceConfig, scfg: Samp
             x = x + jnp.sqrt(s_hat**2 - s**2) * scfg.s_noise * eps
         else:
             s_hat = s
-        d = denoise(x, s_hat, i)                                                 # [n, d]
-        slope = (x - d) / s_hat                                                  # [n, d]
-        x_next = x + (s_next - s_hat) * slope                                    # [n, d]  Euler
-        if scfg.solver == "heun":
+        d, d_r, new_state = denoise(x, s_hat, i, state)                         # [n, d] ×3
+        # Euler: x_next = D̃ + σ_next·(x − D_r)/σ, i.e. x + (σ_next − σ)(x − D̃)/σ when D_r = D̃.
+        x_next = d + (s_next / s_hat) * (x - d_r)                                # [n, d]
+        if scfg.solver == "heun" and not first_order:
+            slope = (x - d) / s_hat                                              # [n, d]
+
             def correct(x_eul):
-                slope2 = (x_eul - denoise(x_eul, s_next, i)) / s_next            # [n, d]
+                slope2 = (x_eul - denoise(x_eul, s_next, i, state)[0]) / s_next  # [n, d]
                 return x + (s_next - s_hat) * 0.5 * (slope + slope2)
             x_next = jax.lax.cond(s_next > 0, correct, lambda x_eul: x_eul, x_next)
         ok = jnp.all(jnp.isfinite(x_next))
         first_bad = jnp.where((first_bad < 0) & ~ok, i, first_bad)
-        return (x_next, first_bad), ((x_next, d) if return_trajectory else None)
+        return (x_next, first_bad, new_state), ((x_next, d) if return_trajectory else None)
 
-    (x, first_bad), outs = jax.lax.scan(step, (x_init, jnp.int32(-1)), jnp.arange(T))
+    (x, first_bad, _), outs = jax.lax.scan(step, (x_init, jnp.int32(-1), jnp.zeros_like(x_init)), jnp.arange(T))
     if return_trajectory:
         traj = jnp.concatenate([x_init[None], outs[0]])                          # [T + 1, n, d]
         return x, first_bad, traj, outs[1]

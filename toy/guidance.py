@@ -17,9 +17,10 @@ import jax.numpy as jnp
 
 from toy.errors import ToyError, check_finite, check_int
 
-METHODS = ("none", "cfg", "autoguidance", "s2", "s2-naive", "fixed-block")
+BASELINES = ("cfg++", "cfg-zero*", "apg", "guidance-interval")    # the paper's comparison methods
+METHODS = ("none", "cfg", "autoguidance", "s2", "s2-naive", "fixed-block") + BASELINES
 MASK_METHODS = ("s2", "s2-naive", "fixed-block")   # methods that drop blocks of the main network
-EXACT_METHODS = ("none", "cfg")                    # methods that make sense on the closed-form denoiser
+EXACT_METHODS = ("none", "cfg") + BASELINES        # methods that need only D_∅ and D_c: they run on the exact denoiser
 
 
 # -- the formulas -------------------------------------------------------------------------------
@@ -47,6 +48,47 @@ def s2(d_uncond: jax.Array, d_cond: jax.Array, d_sub: jax.Array, scale, s2_scale
 def s2_naive(d_uncond: jax.Array, d_cond: jax.Array, d_subs: jax.Array, scale, s2_scale) -> jax.Array:
     """Naive S²-Guidance, paper Eq. 3: CFG − (ω/N) Σ_i (D̂_c(m_i) − D_c); d_subs is [N, n, d]."""
     return cfg(d_uncond, d_cond, scale) - s2_scale * jnp.mean(d_subs - d_cond[None], axis=0)
+
+
+# -- the paper's baselines ---------------------------------------------------------------------
+
+def cfg_pp(d_uncond: jax.Array, d_cond: jax.Array, scale) -> tuple[jax.Array, jax.Array]:
+    """CFG++ (Chung et al. 2024, "CFG++: Manifold-constrained classifier free guidance").
+
+    The clean estimate is CFG's, D̃ = D_∅ + λ(D_c − D_∅) with λ ∈ [0, 1], but the sampler renoises
+    it with the *unconditional* noise estimate: x_next = D̃ + σ_next·(x − D_∅)/σ (their DDIM update).
+    Returns (D̃, D_∅): the sampler uses the second for the renoising direction."""
+    return cfg(d_uncond, d_cond, scale), d_uncond
+
+
+def cfg_zero_star(x: jax.Array, sigma, d_uncond: jax.Array, d_cond: jax.Array, scale) -> jax.Array:
+    """CFG-Zero* (Fan et al. 2025), optimised scale on the noise predictions ε = (x − D)/σ:
+    s* = ⟨ε_c, ε_∅⟩ / ‖ε_∅‖², ε̃ = s*·ε_∅ + λ(ε_c − s*·ε_∅). (Zero-init, ε̃ = 0 for the first
+    steps, is applied by the caller.)"""
+    eps_u, eps_c = (x - d_uncond) / sigma, (x - d_cond) / sigma                     # [n, d]
+    s = jnp.sum(eps_c * eps_u, -1, keepdims=True) / (jnp.sum(eps_u**2, -1, keepdims=True) + 1e-12)  # [n, 1]
+    return x - sigma * (s * eps_u + scale * (eps_c - s * eps_u))
+
+
+def apg(d_uncond: jax.Array, d_cond: jax.Array, scale, running: jax.Array, *, eta: float, momentum: float,
+        norm_threshold: float) -> tuple[jax.Array, jax.Array]:
+    """Adaptive projected guidance (Sadat et al. 2024, "Eliminating oversaturation and artifacts of
+    high guidance scales in diffusion models"), on the D prediction:
+    Δ = D_c − D_∅ averaged with momentum β (Δ̄ ← Δ + β·Δ̄), rescaled to norm ≤ r, split into the
+    part parallel to D_c and the orthogonal rest, D̃ = D_c + (λ − 1)(Δ̄_⊥ + η·Δ̄_∥).
+    Returns (D̃, new running average)."""
+    running = (d_cond - d_uncond) + momentum * running                             # [n, d]
+    norm = jnp.linalg.norm(running, axis=-1, keepdims=True)                        # [n, 1]
+    diff = running * jnp.minimum(1.0, norm_threshold / jnp.maximum(norm, 1e-12))   # [n, d]
+    unit = d_cond / jnp.maximum(jnp.linalg.norm(d_cond, axis=-1, keepdims=True), 1e-12)
+    par = jnp.sum(diff * unit, -1, keepdims=True) * unit                           # [n, d]
+    return d_cond + (scale - 1) * ((diff - par) + eta * par), running
+
+
+def guidance_interval(d_uncond: jax.Array, d_cond: jax.Array, scale, sigma, sigma_lo, sigma_hi) -> jax.Array:
+    """Guidance in a limited interval (Kynkäänniemi et al. 2024): CFG for σ ∈ (σ_lo, σ_hi], D_c elsewhere."""
+    inside = (sigma > sigma_lo) & (sigma <= sigma_hi)
+    return jnp.where(inside, cfg(d_uncond, d_cond, scale), d_cond)
 
 
 # -- masks --------------------------------------------------------------------------------------
@@ -99,6 +141,12 @@ class GuidanceConfig:
     interval: tuple[float, float] = (0.1, 0.9)   # fraction of the sampler steps where S² applies
     num_masks: int = 4                      # N for s2-naive
     fixed_blocks: tuple[int, ...] = (1,)    # the dropped blocks of fixed-block
+    cfgpp_scale: float = 0.6                # CFG++'s λ (its own range, [0, 1]); other methods use `scale`
+    zero_init_steps: int = 1                # CFG-Zero*: sampler steps with ε̃ = 0 at the start
+    apg_eta: float = 0.0                    # APG: weight of the parallel component
+    apg_momentum: float = -0.5              # APG: β of the running average (negative, as in the paper)
+    apg_norm_threshold: float = 4.0         # APG: r, the largest norm of the guidance update (data units)
+    gi_sigma: tuple[float, float] = (0.28, 5.42)   # guidance interval: CFG for σ in (lo, hi] (EDM2 values)
 
     def validate(self, num_blocks: int | None = None) -> "GuidanceConfig":
         """Raise ToyError naming the bad parameter; return self with tuples normalised."""
@@ -112,7 +160,16 @@ class GuidanceConfig:
                   check_finite("interval end", self.interval[1], low=0.0, high=1.0))
         if lo > hi:
             raise ToyError(f"interval start must be <= interval end, got ({lo}, {hi})")
-        cfg = replace(self, exclude=tuple(int(b) for b in self.exclude),
+        check_finite("CFG++ scale", self.cfgpp_scale, low=0.0, high=1.0)
+        check_int("zero_init_steps", self.zero_init_steps, low=0, high=10_000)
+        check_finite("APG eta", self.apg_eta, low=0.0)
+        check_finite("APG momentum", self.apg_momentum, low=-1.0, high=1.0, low_open=True, high_open=True)
+        check_finite("APG norm threshold", self.apg_norm_threshold, low=0.0, low_open=True)
+        glo, ghi = (check_finite("guidance-interval σ low", self.gi_sigma[0], low=0.0),
+                    check_finite("guidance-interval σ high", self.gi_sigma[1], low=0.0))
+        if glo > ghi:
+            raise ToyError(f"guidance-interval σ low must be <= σ high, got ({glo}, {ghi})")
+        cfg = replace(self, exclude=tuple(int(b) for b in self.exclude), gi_sigma=(glo, ghi),
                       fixed_blocks=tuple(int(b) for b in self.fixed_blocks), interval=(lo, hi))
         if num_blocks is not None and self.method in MASK_METHODS:
             if num_blocks == 0:
@@ -142,23 +199,49 @@ Denoiser = Callable[..., jax.Array]  # D(x [n, d], sigma [n] | scalar, labels [n
 def guided_prediction(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: jax.Array,
                       sigma: jax.Array, label: jax.Array, key: jax.Array, position: jax.Array,
                       dyn: jax.Array) -> jax.Array:
-    """D̃(x; σ, c) for one step of the sampler.
+    """D̃(x; σ, c) for one step of the sampler (see `guided_step`; stateless methods only need this)."""
+    return guided_step(gcfg, main, weak, x, sigma, label, key, position, dyn, jnp.zeros_like(x), 0)[0]
+
+
+def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: jax.Array, sigma: jax.Array,
+                label: jax.Array, key: jax.Array, position: jax.Array, dyn: jax.Array, state: jax.Array,
+                step) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One step's guided prediction: returns (D̃, D_renoise, new state).
 
     x: [n, d]; sigma: scalar; label: [n] target class; key: this step's PRNG key (the step's one
     mask comes from it, so Heun's two evaluations share it); position: the step's place in [0, 1]
-    along the sampler; dyn: `GuidanceConfig.dynamic()`.
+    along the sampler; dyn: `GuidanceConfig.dynamic()`; state: [n, d] carried across steps (APG's
+    running average); step: the step index. D_renoise is the prediction whose noise the sampler
+    keeps (D̃ itself, except CFG++'s D_∅).
     """
     scale, s2_scale, lo, hi = dyn[0], dyn[1], dyn[2], dyn[3]
     n, m = x.shape[0], gcfg.method
     null = jnp.full((n,), main.null_label, jnp.int32)                            # [n]
     if m == "none":
-        return none(main(x, sigma, label))
+        d = none(main(x, sigma, label))
+        return d, d, state
     if m == "autoguidance":
-        return autoguidance(weak(x, sigma, label), main(x, sigma, label), scale)
-    # One batched call for ∅ and c (and the sub-network passes): a single wide matmul per layer.
-    if m == "cfg":
-        d = main(jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))    # [2n, d]
-        return cfg(d[:n], d[n:], scale)
+        d = autoguidance(weak(x, sigma, label), main(x, sigma, label), scale)
+        return d, d, state
+    if m in ("cfg",) + BASELINES:
+        # One batched call for ∅ and c: a single wide matmul per layer.
+        dd = main(jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))  # [2n, d]
+        du, dc = dd[:n], dd[n:]
+        if m == "cfg":
+            d = cfg(du, dc, scale)
+            return d, d, state
+        if m == "cfg++":
+            d, d_r = cfg_pp(du, dc, gcfg.cfgpp_scale)
+            return d, d_r, state
+        if m == "cfg-zero*":
+            d = jnp.where(step < gcfg.zero_init_steps, x, cfg_zero_star(x, sigma, du, dc, scale))
+            return d, d, state
+        if m == "apg":
+            d, new_state = apg(du, dc, scale, state, eta=gcfg.apg_eta, momentum=gcfg.apg_momentum,
+                               norm_threshold=gcfg.apg_norm_threshold)
+            return d, d, new_state
+        d = guidance_interval(du, dc, scale, sigma, *gcfg.gi_sigma)
+        return d, d, state
     K = main.num_blocks
     if m == "s2-naive":
         k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop)
@@ -187,4 +270,5 @@ def guided_prediction(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | Non
         return cfg(d[:n], d[n:], scale)
 
     # Outside the application interval S² is CFG: skip the sub-network passes entirely.
-    return jax.lax.cond(active, with_sub, cfg_only, None)
+    d = jax.lax.cond(active, with_sub, cfg_only, None)
+    return d, d, state
