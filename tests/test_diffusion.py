@@ -92,3 +92,30 @@ def test_sampler_validation(exact1d):
         sample(D, GuidanceConfig(method="s2"), SamplerConfig(), jax.random.key(0), 10, 0)
     with pytest.raises(ToyError, match="weak model"):
         sample(D, GuidanceConfig(method="autoguidance"), SamplerConfig(), jax.random.key(0), 10, 0)
+
+
+@pytest.mark.parametrize("method,kw", [("apg", {}), ("guidance-interval", {}), ("cfg-zero*", {"zero_init_steps": 0})])
+def test_baselines_at_lambda_one_are_conditional_sampling(exact1d, method, kw):
+    _, D, _ = exact1d
+    key, scfg = jax.random.key(8), SamplerConfig(steps=16)
+    plain = sample(D, GuidanceConfig(method="none"), scfg, key, 500, 0).x
+    np.testing.assert_allclose(sample(D, GuidanceConfig(method=method, scale=1.0, **kw), scfg, key, 500, 0).x,
+                               plain, atol=2e-3)
+
+
+def test_cfgpp_at_zero_samples_the_unconditional_density(exact1d):
+    mix, D, _ = exact1d
+    x = np.asarray(sample(D, GuidanceConfig(method="cfg++", cfgpp_scale=0.0), SamplerConfig(steps=128),
+                          jax.random.key(9), N, 0).x)[:, 0]
+    ref = np.asarray(mix.uncond().sample(jax.random.key(10), 40_000))[:, 0]
+    noise_floor = wasserstein_distance(np.asarray(mix.uncond().sample(jax.random.key(11), N))[:, 0], ref)
+    assert wasserstein_distance(x, ref) < 2.5 * noise_floor + 0.08
+
+
+def test_guidance_bias_of_cfg_appears_in_every_baseline_but_apg_in_1d(exact1d):
+    # In 1D every vector is parallel to D_c, so APG with η = 0 removes all guidance: it is D_c.
+    _, D, _ = exact1d
+    key = jax.random.key(12)
+    plain = sample(D, GuidanceConfig(method="none"), SamplerConfig(), key, 500, 0).x
+    np.testing.assert_allclose(sample(D, GuidanceConfig(method="apg", scale=3.0), SamplerConfig(), key, 500, 0).x,
+                               plain, atol=1e-4)

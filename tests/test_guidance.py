@@ -127,3 +127,48 @@ def test_s2_and_fixed_block_by_hand(net):
         d = call(net, "s2", [2, .5, 0, 1], key=k)[1]
         seen.add(int(np.argmin([np.abs(d - cd).max() for cd in candidates])))
     assert len(seen) > 3
+
+
+# -- the paper's baselines ----------------------------------------------------------------------
+
+def test_baseline_formulas_by_hand():
+    du, dc, _, x = preds(3)
+    d, d_r = G.cfg_pp(du, dc, 0.4)
+    np.testing.assert_allclose(d, du + 0.4 * (dc - du), atol=1e-6)
+    np.testing.assert_array_equal(d_r, du)
+    # CFG-Zero*: by hand in NumPy on ε = (x − D)/σ
+    sigma = 2.0
+    eu, ec = (np.asarray(x) - np.asarray(du)) / sigma, (np.asarray(x) - np.asarray(dc)) / sigma
+    s = (ec * eu).sum(1, keepdims=True) / (eu**2).sum(1, keepdims=True)
+    np.testing.assert_allclose(G.cfg_zero_star(x, sigma, du, dc, 3.0), np.asarray(x) - sigma * (s * eu + 3 * (ec - s * eu)),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(G.cfg_zero_star(x, sigma, du, dc, 1.0), dc, atol=1e-5)     # λ = 1: conditional
+    # APG: no momentum, no threshold, η = 1 recombines the two parts into plain CFG
+    zero = jnp.zeros_like(du)
+    d, run = G.apg(du, dc, 3.0, zero, eta=1.0, momentum=0.0, norm_threshold=1e9)
+    np.testing.assert_allclose(d, G.cfg(du, dc, 3.0), atol=1e-5)
+    np.testing.assert_allclose(run, dc - du, atol=1e-6)
+    # η = 0 removes the part parallel to D_c; the norm threshold bounds the update
+    d, _ = G.apg(du, dc, 3.0, zero, eta=0.0, momentum=0.0, norm_threshold=0.1)
+    upd = np.asarray(d - dc)
+    np.testing.assert_allclose((upd * np.asarray(dc)).sum(1), 0.0, atol=1e-5)
+    assert np.all(np.linalg.norm(upd, axis=1) <= 2 * 0.1 + 1e-5)
+    # momentum: the running average is Δ + β·previous
+    _, run2 = G.apg(du, dc, 3.0, run, eta=0.0, momentum=-0.5, norm_threshold=1e9)
+    np.testing.assert_allclose(run2, (dc - du) - 0.5 * run, atol=1e-6)
+    # guidance interval: CFG inside (lo, hi], conditional outside
+    np.testing.assert_allclose(G.guidance_interval(du, dc, 3.0, 1.0, 0.28, 5.42), G.cfg(du, dc, 3.0))
+    np.testing.assert_allclose(G.guidance_interval(du, dc, 3.0, 10.0, 0.28, 5.42), dc)
+    np.testing.assert_allclose(G.guidance_interval(du, dc, 3.0, 0.1, 0.28, 5.42), dc)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(cfgpp_scale=1.5), "CFG\\+\\+ scale"),
+    (dict(apg_momentum=-1.0), "APG momentum"),
+    (dict(apg_norm_threshold=0.0), "APG norm threshold"),
+    (dict(gi_sigma=(5.0, 1.0)), "guidance-interval"),
+    (dict(zero_init_steps=-1), "zero_init_steps"),
+])
+def test_baseline_settings_are_validated(kwargs, needle):
+    with pytest.raises(ToyError, match=needle):
+        GuidanceConfig(method="cfg", **kwargs).validate(8)
