@@ -119,3 +119,26 @@ def test_guidance_bias_of_cfg_appears_in_every_baseline_but_apg_in_1d(exact1d):
     plain = sample(D, GuidanceConfig(method="none"), SamplerConfig(), key, 500, 0).x
     np.testing.assert_allclose(sample(D, GuidanceConfig(method="apg", scale=3.0), SamplerConfig(), key, 500, 0).x,
                                plain, atol=1e-4)
+
+
+def test_runtime_settings_do_not_recompile():
+    from toy.diffusion import _sample_jit
+    from toy.nets import LearnedDenoiser, MLPConfig, init_model
+
+    model = init_model(MLPConfig(dim=1), 0)
+    model.out.kernel[...] = jax.random.normal(jax.random.key(1), model.out.kernel[...].shape) * 0.3
+    D = LearnedDenoiser.from_model(model)
+    scfg, key = SamplerConfig(steps=4), jax.random.key(0)
+    sample(D, GuidanceConfig(method="s2"), scfg, key, 64, 0)
+    sample(D, GuidanceConfig(method="fixed-block"), scfg, key, 64, 0)
+    size = _sample_jit._cache_size()
+    for g in [GuidanceConfig(method="s2", scale=5.0, s2_scale=1.0, interval=(0.0, 1.0), num_drop=3),
+              GuidanceConfig(method="s2", drop_ratio=0.6), GuidanceConfig(method="fixed-block", fixed_blocks=(2, 5))]:
+        sample(D, g, scfg, key, 64, 0)
+    assert _sample_jit._cache_size() == size
+    # and the runtime number of dropped blocks takes effect: dropping more moves S² further from CFG
+    cfg = sample(D, GuidanceConfig(method="cfg"), scfg, key, 64, 0).x
+    one = sample(D, GuidanceConfig(method="s2", num_drop=1, s2_scale=1.0), scfg, key, 64, 0).x
+    many = sample(D, GuidanceConfig(method="s2", num_drop=7, s2_scale=1.0), scfg, key, 64, 0).x
+    assert not np.allclose(one, many)
+    assert float(jnp.abs(many - cfg).mean()) > 0

@@ -162,7 +162,7 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
         raise ToyError("autoguidance needs a weak model (train one with `python -m toy train`)")
     dim = dim if dim is not None else _dim_of(main)
     x, first_bad, traj, den = _sample_jit(main, weak if gcfg.method == "autoguidance" else None, key,
-                                          jnp.int32(label), gcfg.dynamic(), gcfg=gcfg.static(), scfg=scfg,
+                                          jnp.int32(label), gcfg.dynamic(main.num_blocks), gcfg=gcfg.static(), scfg=scfg,
                                           n=int(n), dim=int(dim), return_trajectory=return_trajectory)
     bad = int(first_bad)
     sigmas = edm_sigmas(scfg.steps, scfg.sigma_min, scfg.sigma_max, scfg.rho)

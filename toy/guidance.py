@@ -183,12 +183,20 @@ class GuidanceConfig:
         return cfg
 
     def static(self) -> "GuidanceConfig":
-        """The parts that change the compiled program; λ, ω and the interval are runtime inputs."""
-        return replace(self, scale=0.0, s2_scale=0.0, interval=(0.0, 0.0))
+        """The parts that change the compiled program. λ, ω, the interval, the number of dropped
+        blocks and the fixed mask are runtime inputs (`dynamic`), so moving them never recompiles."""
+        return replace(self, scale=0.0, s2_scale=0.0, interval=(0.0, 0.0), drop_ratio=0.1, num_drop=None,
+                       fixed_blocks=())
 
-    def dynamic(self) -> jax.Array:
-        """[λ, ω, interval start, interval end] as one array (no recompilation when they change)."""
-        return jnp.asarray([self.scale, self.s2_scale, *self.interval], jnp.float32)
+    def dynamic(self, num_blocks: int = 0) -> jax.Array:
+        """[λ, ω, interval start, interval end, blocks dropped per mask, fixed mask (K values)]."""
+        k_drop = 0
+        if num_blocks and self.method in ("s2", "s2-naive"):
+            k_drop = num_dropped(num_blocks, self.exclude, self.drop_ratio, self.num_drop)
+        fmask = fixed_mask(num_blocks, self.fixed_blocks) if num_blocks and self.method == "fixed-block" \
+            else jnp.ones(num_blocks)
+        return jnp.concatenate([jnp.asarray([self.scale, self.s2_scale, *self.interval, k_drop], jnp.float32),
+                                jnp.asarray(fmask, jnp.float32)])
 
 
 # -- one guided prediction ----------------------------------------------------------------------
@@ -243,15 +251,18 @@ def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: 
         d = guidance_interval(du, dc, scale, sigma, *gcfg.gi_sigma)
         return d, d, state
     K = main.num_blocks
+    if dyn.shape[0] > 4:     # the sampler's path: number dropped and fixed mask are runtime inputs
+        k_drop, fmask = dyn[4], dyn[5:5 + K]
+    else:
+        k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop) if m != "fixed-block" else 0
+        fmask = fixed_mask(K, gcfg.fixed_blocks)
     if m == "s2-naive":
-        k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop)
         masks = jax.vmap(lambda k: sample_mask(k, K, gcfg.exclude, k_drop))(jax.random.split(key, gcfg.num_masks))
     elif m == "s2":
-        k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop)
         # The key is split as for s2-naive with N = 1, so the two draw identical masks (tested).
         masks = sample_mask(jax.random.split(key, 1)[0], K, gcfg.exclude, k_drop)[None]   # [1, K]
     else:  # fixed-block
-        masks = fixed_mask(K, gcfg.fixed_blocks)[None]                            # [1, K]
+        masks = fmask[None]                                                       # [1, K]
     N = masks.shape[0]
     active = (position >= lo) & (position <= hi)
 
