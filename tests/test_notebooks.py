@@ -19,6 +19,8 @@ def test_notebook_runs(path, cache_dir, monkeypatch):
     monkeypatch.setenv("TOY_QUICK", "1")
     monkeypatch.setenv("TOY_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("PYTHONPATH", str(path.parents[1]))
+    # Importing streamlit sets MPLBACKEND=Agg in this process; the kernel must draw inline figures.
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
