@@ -107,6 +107,21 @@ def _mahalanobis2(x: np.ndarray, mixture: GaussianMixture, comp: np.ndarray) -> 
     return np.sum(diff * sol, axis=-1)                                               # [n]
 
 
+def _logp(x: np.ndarray, mixture: GaussianMixture) -> np.ndarray:
+    return np.asarray(mixture.logp(jax.numpy.asarray(x, jax.numpy.float32)), np.float64)
+
+
+# The public metrics below take arrays; each has a private core that takes the component
+# assignments / log-densities, so `evaluate` computes those once for all metrics.
+
+def _coverage(x, comp, mixture, min_share):
+    d = mixture.dim
+    inside = _mahalanobis2(x, mixture, comp) <= d + 6 * math.sqrt(2 * d)
+    counts = np.bincount(comp[inside], minlength=mixture.num_components)            # [K]
+    covered = counts >= min_share * mixture.weights * x.shape[0]
+    return float(np.sum(mixture.weights * covered))
+
+
 def mode_coverage(x, mixture: GaussianMixture, *, min_share: float = 0.2) -> float:
     """Fraction of the true components (weighted by their weights) that are covered.
 
@@ -115,12 +130,7 @@ def mode_coverage(x, mixture: GaussianMixture, *, min_share: float = 0.2) -> flo
     is covered if it holds at least `min_share` of the samples its weight predicts.
     """
     x = _as2d(x)
-    comp = _assign(x, mixture)
-    d = mixture.dim
-    inside = _mahalanobis2(x, mixture, comp) <= d + 6 * math.sqrt(2 * d)
-    counts = np.bincount(comp[inside], minlength=mixture.num_components)            # [K]
-    covered = counts >= min_share * mixture.weights * x.shape[0]
-    return float(np.sum(mixture.weights * covered))
+    return _coverage(x, _assign(x, mixture), mixture, min_share)
 
 
 def _per_mode(x: np.ndarray, comp: np.ndarray, k: int, min_count: int):
@@ -128,13 +138,7 @@ def _per_mode(x: np.ndarray, comp: np.ndarray, k: int, min_count: int):
     return pts if pts.shape[0] >= min_count else None
 
 
-def mode_shifts(x, mixture: GaussianMixture, ref=None, *, min_count: int = 10) -> np.ndarray:
-    """Per component: distance of the generated samples' centre from the true centre, [K] (NaN
-    where fewer than `min_count` samples fall in the mode). The true centre is the component mean,
-    or, given exact samples `ref`, their centre under the same assignment (no truncation bias)."""
-    x = _as2d(x)
-    comp = _assign(x, mixture)
-    ref_comp = None if ref is None else _assign(_as2d(ref, "ref"), mixture)
+def _shifts(x, comp, ref, ref_comp, mixture, min_count):
     out = np.full(mixture.num_components, np.nan)
     for k in range(mixture.num_components):
         pts = _per_mode(x, comp, k, min_count)
@@ -142,27 +146,35 @@ def mode_shifts(x, mixture: GaussianMixture, ref=None, *, min_count: int = 10) -
             continue
         centre = mixture.means[k]
         if ref is not None:
-            rpts = _per_mode(np.asarray(ref, np.float64).reshape(-1, mixture.dim), ref_comp, k, min_count)
+            rpts = _per_mode(ref, ref_comp, k, min_count)
             centre = centre if rpts is None else rpts.mean(0)
         out[k] = np.linalg.norm(pts.mean(0) - centre)
     return out
 
 
-def mode_shift(x, mixture: GaussianMixture, ref=None, *, min_count: int = 10) -> float:
-    """Weighted mean over the modes present of `mode_shifts` (paper Fig. 3: CFG pushes modes out)."""
-    s = mode_shifts(x, mixture, ref, min_count=min_count)
-    ok = np.isfinite(s)
+def mode_shifts(x, mixture: GaussianMixture, ref=None, *, min_count: int = 10) -> np.ndarray:
+    """Per component: distance of the generated samples' centre from the true centre, [K] (NaN
+    where fewer than `min_count` samples fall in the mode). The true centre is the component mean,
+    or, given exact samples `ref`, their centre under the same assignment (no truncation bias)."""
+    x = _as2d(x)
+    ref = None if ref is None else _as2d(ref, "ref")
+    return _shifts(x, _assign(x, mixture), ref, None if ref is None else _assign(ref, mixture), mixture, min_count)
+
+
+def _weighted_shift(shifts, mixture):
+    ok = np.isfinite(shifts)
     if not ok.any():
         return float("nan")
     w = mixture.weights[ok]
-    return float(np.sum(w * s[ok]) / w.sum())
+    return float(np.sum(w * shifts[ok]) / w.sum())
 
 
-def spread_ratio(x, mixture: GaussianMixture, ref, *, min_count: int = 10) -> float:
-    """Within-mode spread of the samples over that of exact samples (RMS distance from the mode's
-    own centre), weighted over the modes present in both; 1 is right, < 1 is CFG's narrowing."""
-    x, ref = _as2d(x), _as2d(ref, "ref")
-    comp, rcomp = _assign(x, mixture), _assign(ref, mixture)
+def mode_shift(x, mixture: GaussianMixture, ref=None, *, min_count: int = 10) -> float:
+    """Weighted mean over the modes present of `mode_shifts` (paper Fig. 3: CFG pushes modes out)."""
+    return _weighted_shift(mode_shifts(x, mixture, ref, min_count=min_count), mixture)
+
+
+def _spread(x, comp, ref, rcomp, mixture, min_count):
     num, den = 0.0, 0.0
     for k in range(mixture.num_components):
         a, b = _per_mode(x, comp, k, min_count), _per_mode(ref, rcomp, k, min_count)
@@ -175,24 +187,27 @@ def spread_ratio(x, mixture: GaussianMixture, ref, *, min_count: int = 10) -> fl
     return float(num / den) if den > 0 else float("nan")
 
 
+def spread_ratio(x, mixture: GaussianMixture, ref, *, min_count: int = 10) -> float:
+    """Within-mode spread of the samples over that of exact samples (RMS distance from the mode's
+    own centre), weighted over the modes present in both; 1 is right, < 1 is CFG's narrowing."""
+    x, ref = _as2d(x), _as2d(ref, "ref")
+    return _spread(x, _assign(x, mixture), ref, _assign(ref, mixture), mixture, min_count)
+
+
 def gt_logp(x, mixture: GaussianMixture) -> float:
     """Mean true log-density of the samples (higher: samples sit where the target has mass)."""
-    x = _as2d(x)
-    return float(np.mean(np.asarray(mixture.logp(jax.numpy.asarray(x, jax.numpy.float32)), np.float64)))
+    return float(np.mean(_logp(_as2d(x), mixture)))
 
 
 def low_density_threshold(mixture: GaussianMixture, ref) -> float:
     """The 1% quantile of the true log-density of exact samples."""
-    ref = _as2d(ref, "ref")
-    return float(np.quantile(np.asarray(mixture.logp(jax.numpy.asarray(ref, jax.numpy.float32))), 0.01))
+    return float(np.quantile(_logp(_as2d(ref, "ref"), mixture), 0.01))
 
 
 def low_density_frac(x, mixture: GaussianMixture, ref) -> float:
     """Fraction of samples in the target's low-density region: true log-density below the 1%
     quantile of exact samples (so exact sampling scores ≈ 0.01)."""
-    x = _as2d(x)
-    lp = np.asarray(mixture.logp(jax.numpy.asarray(x, jax.numpy.float32)))
-    return float(np.mean(lp < low_density_threshold(mixture, ref)))
+    return float(np.mean(_logp(_as2d(x), mixture) < low_density_threshold(mixture, ref)))
 
 
 def evaluate(x, mixture: GaussianMixture, ref, *, seed: int = 0, num_projections: int = 256,
@@ -200,12 +215,14 @@ def evaluate(x, mixture: GaussianMixture, ref, *, seed: int = 0, num_projections
     """Every metric in METRICS for samples x of one class against that class's truth
     (fewer projections / MMD points trade precision for speed, e.g. in the app)."""
     x, ref = _as2d(x), _as2d(ref, "ref")
+    comp, rcomp = _assign(x, mixture), _assign(ref, mixture)        # once for every per-mode metric
+    lp, lp_ref = _logp(x, mixture), _logp(ref, mixture)
     return {
         "wasserstein": wasserstein(x, ref, seed=seed, num_projections=num_projections),
         "mmd": mmd(x, ref, seed=seed, max_points=max_points),
-        "mode_coverage": mode_coverage(x, mixture),
-        "mode_shift": mode_shift(x, mixture, ref),
-        "spread_ratio": spread_ratio(x, mixture, ref),
-        "gt_logp": gt_logp(x, mixture),
-        "low_density_frac": low_density_frac(x, mixture, ref),
+        "mode_coverage": _coverage(x, comp, mixture, 0.2),
+        "mode_shift": _weighted_shift(_shifts(x, comp, ref, rcomp, mixture, 10), mixture),
+        "spread_ratio": _spread(x, comp, ref, rcomp, mixture, 10),
+        "gt_logp": float(np.mean(lp)),
+        "low_density_frac": float(np.mean(lp < np.quantile(lp_ref, 0.01))),
     }
