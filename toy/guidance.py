@@ -204,6 +204,13 @@ class GuidanceConfig:
 Denoiser = Callable[..., jax.Array]  # D(x [n, d], sigma [n] | scalar, labels [n], mask=None) -> [n, d]
 
 
+def uncond_cond(main: Denoiser, x: jax.Array, sigma, null: jax.Array, label: jax.Array):
+    """(D_∅, D_c) from one batched call: a single wide matmul per layer instead of two narrow ones."""
+    n = x.shape[0]
+    d = main(jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))      # [2n, d]
+    return d[:n], d[n:]
+
+
 def guided_prediction(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: jax.Array,
                       sigma: jax.Array, label: jax.Array, key: jax.Array, position: jax.Array,
                       dyn: jax.Array) -> jax.Array:
@@ -232,9 +239,7 @@ def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: 
         d = autoguidance(weak(x, sigma, label), main(x, sigma, label), scale)
         return d, d, state
     if m in ("cfg",) + BASELINES:
-        # One batched call for ∅ and c: a single wide matmul per layer.
-        dd = main(jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))  # [2n, d]
-        du, dc = dd[:n], dd[n:]
+        du, dc = uncond_cond(main, x, sigma, null, label)                        # [n, d] ×2
         if m == "cfg":
             d = cfg(du, dc, scale)
             return d, d, state
@@ -277,8 +282,7 @@ def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: 
         return s2(d_uncond, d_cond, d_subs[0], scale, s2_scale)
 
     def cfg_only(_):
-        d = main(jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))  # [2n, d]
-        return cfg(d[:n], d[n:], scale)
+        return cfg(*uncond_cond(main, x, sigma, null, label), scale)
 
     # Outside the application interval S² is CFG: skip the sub-network passes entirely.
     d = jax.lax.cond(active, with_sub, cfg_only, None)
