@@ -92,8 +92,10 @@ def _guided(gcfg, net, x, key, position, dyn):
 
 def call(net, method, dyn, key=0, position=0.5, **kw):
     x = jax.random.normal(jax.random.key(5), (6, 2)) * 3
-    gcfg = GuidanceConfig(method=method, **kw).validate(net.num_blocks)
-    return x, _guided(gcfg, net, x, jax.random.key(key), jnp.float32(position), jnp.asarray(dyn, jnp.float32))
+    lam, omega, lo, hi = dyn
+    gcfg = GuidanceConfig(method=method, scale=lam, s2_scale=omega, interval=(lo, hi), **kw).validate(net.num_blocks)
+    # as the sampler does: the static part selects the program, the dynamic part feeds it
+    return x, _guided(gcfg.static(), net, x, jax.random.key(key), jnp.float32(position), gcfg.dynamic(net.num_blocks))
 
 
 def test_guided_prediction_invariants(net):

@@ -214,7 +214,8 @@ def uncond_cond(main: Denoiser, x: jax.Array, sigma, null: jax.Array, label: jax
 def guided_prediction(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: jax.Array,
                       sigma: jax.Array, label: jax.Array, key: jax.Array, position: jax.Array,
                       dyn: jax.Array) -> jax.Array:
-    """D̃(x; σ, c) for one step of the sampler (see `guided_step`; stateless methods only need this)."""
+    """D̃(x; σ, c) for one step of the sampler (see `guided_step`; stateless methods only need this).
+    dyn is `gcfg.dynamic(K)`; gcfg may be its `static()` part, as in the sampler."""
     return guided_step(gcfg, main, weak, x, sigma, label, key, position, dyn, jnp.zeros_like(x), 0)[0]
 
 
@@ -225,7 +226,7 @@ def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: 
 
     x: [n, d]; sigma: scalar; label: [n] target class; key: this step's PRNG key (the step's one
     mask comes from it, so Heun's two evaluations share it); position: the step's place in [0, 1]
-    along the sampler; dyn: `GuidanceConfig.dynamic()`; state: [n, d] carried across steps (APG's
+    along the sampler; dyn: `GuidanceConfig.dynamic(K)`; state: [n, d] carried across steps (APG's
     running average); step: the step index. D_renoise is the prediction whose noise the sampler
     keeps (D̃ itself, except CFG++'s D_∅).
     """
@@ -256,11 +257,7 @@ def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: 
         d = guidance_interval(du, dc, scale, sigma, *gcfg.gi_sigma)
         return d, d, state
     K = main.num_blocks
-    if dyn.shape[0] > 4:     # the sampler's path: number dropped and fixed mask are runtime inputs
-        k_drop, fmask = dyn[4], dyn[5:5 + K]
-    else:
-        k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop) if m != "fixed-block" else 0
-        fmask = fixed_mask(K, gcfg.fixed_blocks)
+    k_drop, fmask = dyn[4], dyn[5:5 + K]       # runtime inputs: changing them never recompiles
     if m == "s2-naive":
         masks = jax.vmap(lambda k: sample_mask(k, K, gcfg.exclude, k_drop))(jax.random.split(key, gcfg.num_masks))
     elif m == "s2":
