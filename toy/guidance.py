@@ -147,6 +147,7 @@ class GuidanceConfig:
     apg_momentum: float = -0.5              # APG: β of the running average (negative, as in the paper)
     apg_norm_threshold: float = 4.0         # APG: r, the largest norm of the guidance update (data units)
     gi_sigma: tuple[float, float] = (0.28, 5.42)   # guidance interval: CFG for σ in (lo, hi] (EDM2 values)
+    shared_prefix: bool = True              # sub-passes reuse the conditional pass's blocks before the first drop
 
     def validate(self, num_blocks: int | None = None) -> "GuidanceConfig":
         """Raise ToyError naming the bad parameter; return self with tuples normalised."""
@@ -265,15 +266,11 @@ def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: 
         masks = sample_mask(jax.random.split(key, 1)[0], K, gcfg.exclude, k_drop)[None]   # [1, K]
     else:  # fixed-block
         masks = fmask[None]                                                       # [1, K]
-    N = masks.shape[0]
     active = (position >= lo) & (position <= hi)
 
     def with_sub(_):
-        xs = jnp.concatenate([x] * (N + 2))                                      # [(N+2)n, d]
-        labels = jnp.concatenate([null, label] + [label] * N)                    # [(N+2)n]
-        row_masks = jnp.concatenate([jnp.ones((2 * n, K)), jnp.repeat(masks, n, axis=0)])  # [(N+2)n, K]
-        d = main(xs, sigma, labels, row_masks)                                   # [(N+2)n, d]
-        d_uncond, d_cond, d_subs = d[:n], d[n:2 * n], d[2 * n:].reshape(N, n, -1)  # [n, d], [n, d], [N, n, d]
+        d_uncond, d_cond, d_subs = main.guided_passes(x, sigma, null, label, masks,
+                                                      shared_prefix=gcfg.shared_prefix)   # [n, d] ×2, [N, n, d]
         if m == "s2-naive":
             return s2_naive(d_uncond, d_cond, d_subs, scale, s2_scale)
         return s2(d_uncond, d_cond, d_subs[0], scale, s2_scale)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from toy import prefix
 from toy.errors import ToyError
 
 
@@ -67,24 +68,41 @@ class MLPDenoiser(nnx.Module):
         fourier = jnp.concatenate([jnp.cos(ang), jnp.sin(ang)], axis=-1)     # [n, 2F]
         return nnx.silu(self.noise_emb(fourier) + self.class_emb(labels))    # [n, W]
 
+    # The network in three stages, so that guidance can share a prefix of blocks between passes
+    # (toy/prefix.py): stem → blocks (each h ← h + f_k(h)) → head.
+    def stem(self, x: jax.Array, sigma: jax.Array, labels: jax.Array) -> tuple[jax.Array, tuple]:
+        """h_0 and the per-row context (embedding, preconditioning) the blocks and head need."""
+        n = x.shape[0]
+        sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (n,))          # [n]
+        labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (n,))      # [n]
+        sd = self.cfg.sigma_data
+        c_in = 1 / jnp.sqrt(sigma**2 + sd**2)                                # [n]
+        emb = self.embed(sigma, labels)                                      # [n, W]
+        return self.inp(c_in[:, None] * x), (emb, x, sigma)                  # [n, W]
+
+    def block(self, k: int, h: jax.Array, ctx: tuple) -> jax.Array:
+        """f_k(h): the residual of block k (a dropped block contributes 0)."""
+        return self.blocks[k](h, ctx[0])                                     # [n, W]
+
+    def head(self, h: jax.Array, ctx: tuple) -> jax.Array:
+        """D = c_skip·x + c_out·F from the last activation."""
+        _, x, sigma = ctx
+        sd = self.cfg.sigma_data
+        c_skip = sd**2 / (sigma**2 + sd**2)                                  # [n]
+        c_out = sigma * sd / jnp.sqrt(sigma**2 + sd**2)                      # [n]
+        F = self.out(nnx.silu(self.out_norm(h)))                             # [n, d]
+        return c_skip[:, None] * x + c_out[:, None] * F                      # [n, d]
+
     def __call__(self, x: jax.Array, sigma: jax.Array, labels: jax.Array,
                  mask: jax.Array | None = None) -> jax.Array:
         """x: [n, d]; sigma: scalar or [n]; labels: [n] ints (num_classes = ∅);
         mask: None (full network), [K] or [n, K] with mask[k] = 0 replacing block k by identity."""
         n = x.shape[0]
-        sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (n,))          # [n]
-        labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (n,))      # [n]
-        sd = self.cfg.sigma_data
-        c_skip = sd**2 / (sigma**2 + sd**2)                                  # [n]
-        c_out = sigma * sd / jnp.sqrt(sigma**2 + sd**2)                      # [n]
-        c_in = 1 / jnp.sqrt(sigma**2 + sd**2)                                # [n]
-        emb = self.embed(sigma, labels)                                      # [n, W]
-        h = self.inp(c_in[:, None] * x)                                      # [n, W]
-        for k, block in enumerate(self.blocks):
-            f = block(h, emb)                                                # [n, W]
+        h, ctx = self.stem(x, sigma, labels)                                 # [n, W]
+        for k in range(len(self.blocks)):
+            f = self.block(k, h, ctx)                                        # [n, W]
             h = h + (f if mask is None else _mask_column(mask, k, n, f.dtype) * f)    # [n, W]
-        F = self.out(nnx.silu(self.out_norm(h)))                             # [n, d]
-        return c_skip[:, None] * x + c_out[:, None] * F                      # [n, d]
+        return self.head(h, ctx)                                             # [n, d]
 
 
 def _mask_column(mask: jax.Array, k: int, n: int, dtype) -> jax.Array:
@@ -134,6 +152,13 @@ class LearnedDenoiser:
     def __call__(self, x, sigma, labels, mask=None, *, params=None):
         model = nnx.merge(self.graphdef, self.params if params is None else params)
         return model(x, sigma, labels, mask)
+
+    def guided_passes(self, x, sigma, null, label, masks, *, shared_prefix: bool = True):
+        """(D_∅, D_c, D̂_c(m_i) [N, …]) for masks [N, K]; the sub-passes start from the conditional
+        pass's activations (toy/prefix.py) unless shared_prefix is False."""
+        model = nnx.merge(self.graphdef, self.params)
+        fn = prefix.guided_passes if shared_prefix else prefix.guided_passes_plain
+        return fn(model, x, sigma, null, label, masks)
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=["mixture", "num_blocks"])

@@ -1,0 +1,84 @@
+"""Shared-prefix evaluation of the guided passes (issue 7).
+
+S² needs D_∅, D_c and the sub-network prediction D̂_c(m) at the same (x, σ). A sub-network whose
+first dropped block is j computes exactly what the full conditional pass computes before block j,
+so it can start from the conditional pass's activation h_j instead of recomputing blocks 0..j−1,
+and it can skip its dropped blocks instead of multiplying them by 0.
+
+Any model with the three stages below works (the MLP in toy/nets.py, the DiT in toy/dit.py):
+
+    h, ctx = model.stem(x, sigma, labels)        # h_0 and per-row context (embeddings, x, σ)
+    f = model.block(k, h, ctx)                   # residual of block k: h_{k+1} = h_k + m_k·f
+    d = model.head(h, ctx)                       # the prediction D from h_K
+
+The mask is a runtime value, so one compiled program serves every mask: each block of a sub-pass
+is a `lax.switch` between "copy the conditional activation" (k < j), "identity" (dropped) and
+"compute" (kept, k > j). With one mask per step (S²) the predicate is a scalar and the skipped
+branches cost nothing; the N masks of naive S² run one after another (`lax.map`), each with its
+own prefix.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _rows(tree, start: int, stop: int | None = None):
+    return jax.tree_util.tree_map(lambda a: a[start:stop] if jnp.ndim(a) > 0 else a, tree)
+
+
+def first_dropped(mask: jax.Array) -> jax.Array:
+    """Index of the first zero of a [K] mask, K when none is dropped."""
+    K = mask.shape[0]
+    return jnp.min(jnp.where(mask > 0, K, jnp.arange(K)))
+
+
+def staged_forward(model, x: jax.Array, sigma, labels: jax.Array) -> tuple[jax.Array, list, tuple]:
+    """The full network, keeping every block input: returns (D, [h_0 … h_K], ctx)."""
+    h, ctx = model.stem(x, sigma, labels)
+    hs = [h]
+    for k in range(len(model.blocks)):
+        h = h + model.block(k, h, ctx)
+        hs.append(h)
+    return model.head(h, ctx), hs, ctx
+
+
+def sub_from_prefix(model, hs: list, ctx: tuple, mask: jax.Array) -> jax.Array:
+    """D̂(m) from the full pass's activations hs = [h_0 … h_K] (same rows, same ctx)."""
+    K = len(model.blocks)
+    j = first_dropped(mask)
+    h = hs[0]
+    for k in range(K):
+        branch = jnp.where(k < j, 0, jnp.where(mask[k] > 0, 2, 1))
+        h = jax.lax.switch(branch, [lambda h, k=k: hs[k + 1],                       # shared prefix
+                                    lambda h: h,                                     # dropped: identity
+                                    lambda h, k=k: h + model.block(k, h, ctx)], h)   # kept, after j
+    return model.head(h, ctx)
+
+
+def guided_passes(model, x: jax.Array, sigma, null: jax.Array, label: jax.Array,
+                  masks: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(D_∅ [n, …], D_c [n, …], D̂_c(m_i) [N, n, …]) with the sub-passes sharing D_c's prefix.
+
+    masks: [N, K]. D_∅ and D_c are one batched pass of 2n rows."""
+    n = x.shape[0]
+    d, hs, ctx = staged_forward(model, jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))
+    hs_c, ctx_c = [h[n:] for h in hs], _rows(ctx, n)
+    if masks.shape[0] == 1:       # S²: one mask, no loop around it
+        subs = sub_from_prefix(model, hs_c, ctx_c, masks[0])[None]                 # [1, n, …]
+    else:
+        subs = jax.lax.map(lambda m: sub_from_prefix(model, hs_c, ctx_c, m), masks)   # [N, n, …]
+    return d[:n], d[n:], subs
+
+
+def guided_passes_plain(model, x: jax.Array, sigma, null: jax.Array, label: jax.Array,
+                        masks: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The same three predictions by plain recomputation: one batch of (N + 2)n rows, every block
+    computed for every row and multiplied by its mask entry. The reference for the tests and bench."""
+    n, N, K = x.shape[0], masks.shape[0], masks.shape[1]
+    xs = jnp.concatenate([x] * (N + 2))                                          # [(N+2)n, …]
+    labels = jnp.concatenate([null, label] + [label] * N)                        # [(N+2)n]
+    row_masks = jnp.concatenate([jnp.ones((2 * n, K)), jnp.repeat(masks, n, axis=0)])  # [(N+2)n, K]
+    d = model(xs, sigma, labels, row_masks)                                      # [(N+2)n, …]
+    return d[:n], d[n:2 * n], d[2 * n:].reshape((N, n) + d.shape[1:])
