@@ -72,3 +72,31 @@ def test_every_method_same_with_and_without_shared_prefix(method):
         d_cfg = guided_step(g, net, net, x, jnp.float32(1.1), label, jax.random.key(0), jnp.float32(0.5),
                             g.dynamic(net.num_blocks), jnp.zeros_like(x), 3)[0]
         assert not np.allclose(outs[0][0], d_cfg, atol=1e-4)
+
+
+def dit(seed=0):
+    from test_dit import randomized
+    return LearnedDenoiser.from_model(randomized(seed=seed))
+
+
+def test_dit_every_mask_equals_recomputation():
+    net, n = dit(), 4
+    x = jax.random.normal(jax.random.key(2), (n, 64))
+    label, null = jnp.arange(n) % 2, jnp.full((n,), net.null_label)
+    subs, dc = check_every_mask(net, x, jnp.float32(0.9), null, label, all_masks(3), atol=3e-5)
+    np.testing.assert_allclose(subs[-1], dc, atol=3e-5)
+
+
+@pytest.mark.parametrize("method", MASK_METHODS)
+def test_dit_mask_methods_same_with_and_without_shared_prefix(method):
+    net, n = dit(1), 3
+    x = jax.random.normal(jax.random.key(4), (n, 64))
+    label = jnp.ones(n, jnp.int32)
+    outs = []
+    for shared in (True, False):
+        g = GuidanceConfig(method=method, scale=2.5, s2_scale=0.5, num_drop=1, num_masks=3, interval=(0, 1),
+                           fixed_blocks=(1,), shared_prefix=shared).validate(net.num_blocks)
+        outs.append([guided_step(g.static(), net, net, x, jnp.float32(1.1), label, jax.random.key(k),
+                                 jnp.float32(0.5), g.dynamic(net.num_blocks), jnp.zeros_like(x), 3)[0]
+                     for k in range(3)])
+    np.testing.assert_allclose(np.stack(outs[0]), np.stack(outs[1]), atol=3e-5)

@@ -1,4 +1,5 @@
-"""Command line: `python -m toy train|compare ...` (see README.md)."""
+"""Command line: `python -m toy train|compare ...` and `python -m toy images train|sample|evaluate`
+(see README.md)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,109 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quick", action="store_true", help="quick-trained models, fewer samples")
     c.add_argument("--json", default=None, help="write the results here")
     c.add_argument("--cache-dir", default=None)
+
+    im = sub.add_parser("images", help="the DiT image experiment: train, sample, evaluate (paper Fig. 4, 15)")
+    isub = im.add_subparsers(dest="images_command", required=True, parser_class=_Parser)
+    common = _Parser(add_help=False)
+    common.add_argument("--data", default="digits",
+                        help="digits (embedded, no download), cifar10 (the archive in --data-dir), or an archive path")
+    common.add_argument("--download", action="store_true", help="with --data cifar10: fetch the official archive "
+                        "(checksummed, resumable) if it is not in --data-dir")
+    common.add_argument("--data-dir", default=None, help="where the CIFAR-10 archive lives (default $TOY_CACHE_DIR/data)")
+    common.add_argument("--classes", type=_ints, default=None, help="source class ids (default 7,1: horse, automobile "
+                        "on CIFAR-10; digits 7 and 1)")
+    common.add_argument("--image-size", type=int, default=32, help="CIFAR-10 resolution: 32, or 16/8 for CPU runs")
+    common.add_argument("--size", default=None, help="DiT size: XS, S, S/2, B/2 (default XS)")
+    common.add_argument("--train-steps", type=int, default=None)
+    common.add_argument("--batch", type=int, default=None)
+    common.add_argument("--seed", type=int, default=0, help="training seed")
+    common.add_argument("--weak", default="small", help="Autoguidance weak model: small or early")
+    common.add_argument("--guidance-scale", type=_float, default=3.0, help="λ")
+    common.add_argument("--s2-scale", type=_float, default=0.25, help="ω")
+    common.add_argument("--sampler-steps", type=int, default=None)
+    common.add_argument("--quick", action="store_true", help="seconds-to-minutes settings (tests, CI)")
+    common.add_argument("--cache-dir", default=None, help="checkpoint folder (default $TOY_CACHE_DIR or ~/.cache/s2-toy)")
+    isub.add_parser("train", parents=[common], help="train (or load, or resume) the DiT and its weak models")
+    sm = isub.add_parser("sample", parents=[common], help="generate images with one guidance method")
+    sm.add_argument("--method", default="s2", help="none, cfg, autoguidance, s2, s2-naive, fixed-block, cfg++, "
+                    "cfg-zero*, apg, guidance-interval")
+    sm.add_argument("--label", type=int, default=None, help="source class id to generate (default: the first class)")
+    sm.add_argument("--n", type=int, default=16, help="number of images")
+    sm.add_argument("--sample-seed", type=int, default=0)
+    sm.add_argument("--out", default="samples.png", help="image grid (PNG); the arrays go beside it as .npz")
+    ev = isub.add_parser("evaluate", parents=[common], help="every method: metrics table, fig4_tsne, "
+                         "fig15_fixed_block_grid")
+    ev.add_argument("--seeds", type=_seeds, default=None, help="a count (3) or a list (0,4,7)")
+    ev.add_argument("--per-class", type=int, default=None, help="generations per class, method and seed")
+    ev.add_argument("--out", default="figures")
     return p
+
+
+def _image_config(args):
+    from toy.images import ImageConfig, quick_config
+    from toy.train import cache_dir
+
+    data = args.data
+    if data == "cifar10":
+        from toy.data import CIFAR10_URLS, download_cifar10
+        folder = Path(args.data_dir) if args.data_dir else cache_dir() / "data"
+        archive = folder / Path(CIFAR10_URLS["python"][0]).name
+        if args.download:
+            archive = download_cifar10(folder)
+        elif not archive.exists():
+            raise ToyError(f"no CIFAR-10 archive at {archive}: add --download to fetch it (about 170 MB), or pass "
+                           f"--data PATH to an archive you have")
+        data = str(archive)
+    elif args.download:
+        raise ToyError("--download works with --data cifar10")
+    kw = {k: v for k, v in dict(data=data, classes=args.classes, image_size=args.image_size, size=args.size,
+                                train_steps=args.train_steps, batch=args.batch, seed=args.seed, weak=args.weak,
+                                scale=args.guidance_scale, s2_scale=args.s2_scale, sampler_steps=args.sampler_steps,
+                                seeds=getattr(args, "seeds", None), per_class=getattr(args, "per_class", None)).items()
+          if v is not None}
+    return (quick_config(**kw) if args.quick else ImageConfig(**kw)).validate()
+
+
+def _images(args) -> int:
+    import numpy as np
+
+    from toy.data import load_dataset
+    from toy.images import evaluate, generate, train_image_models
+
+    icfg = _image_config(args)
+    data = load_dataset(icfg.data, icfg.classes, icfg.image_size)
+    models = train_image_models(icfg, data, folder=args.cache_dir)
+    cmd = args.images_command
+    if cmd == "train":
+        for role in ("main", "small"):
+            r = models[f"{role}_result"]
+            state = "loaded" if r.loaded else (f"resumed at step {r.resumed_from}" if r.resumed_from else "trained")
+            print(f"{role:<6} {state:<20} final loss {float(r.losses[-max(1, len(r.losses) // 10):].mean()):.4f}  {r.path}")
+        return 0
+    if cmd == "sample":
+        from toy.images import _grid
+        label = data.classes.index(args.label) if args.label is not None else 0
+        if args.label is not None and args.label not in data.classes:
+            raise ToyError(f"--label {args.label} is not among the trained classes {list(data.classes)}")
+        x = generate(models, args.method, args.n, label, icfg, args.sample_seed)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cols = int(np.ceil(np.sqrt(args.n)))
+        pad = np.full((cols * cols - len(x), x.shape[1]), -1.0, x.dtype)
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        grid = _grid(np.concatenate([x, pad]).reshape(cols, cols, -1), data).squeeze()
+        plt.imsave(out, grid, cmap="gray" if data.channels == 1 else None, vmin=0, vmax=1)
+        np.savez(out.with_suffix(".npz"), images=((x + 1) * 127.5).clip(0, 255).astype(np.uint8).reshape(
+            (len(x), data.image_size, data.image_size, data.channels)), class_id=data.classes[label])
+        print(f"wrote {out} and {out.with_suffix('.npz')} ({args.n} × {data.class_names[label]}, {args.method})")
+        return 0
+    res = evaluate(icfg, data, models, args.out)
+    print(Path(args.out, "images_results.md").read_text())
+    print(f"wrote fig4_tsne.png, fig15_fixed_block_grid.png, images_results.md/json to {args.out}/ "
+          f"in {res['seconds']:.0f} s")
+    return 0
 
 
 def _train(args) -> int:
@@ -124,7 +227,7 @@ def _compare(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"train": _train, "compare": _compare}[args.command](args)
+        return {"train": _train, "compare": _compare, "images": _images}[args.command](args)
     except ToyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -118,6 +118,14 @@ def init_model(cfg: MLPConfig, seed: int = 0) -> MLPDenoiser:
     return MLPDenoiser(cfg, nnx.Rngs(seed))
 
 
+def build_model(cfg, seed: int = 0) -> nnx.Module:
+    """The network a config describes: the MLP (MLPConfig) or the DiT (toy.dit.DiTConfig)."""
+    if hasattr(cfg, "image_size"):
+        from toy.dit import init_dit     # toy.dit imports this module
+        return init_dit(cfg, seed)
+    return init_model(cfg, seed)
+
+
 def param_count(model: nnx.Module) -> int:
     state = nnx.state(model, nnx.Param)
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(state)))
@@ -134,7 +142,7 @@ class LearnedDenoiser:
 
     graphdef: nnx.GraphDef
     params: nnx.State
-    cfg: MLPConfig
+    cfg: MLPConfig              # or a toy.dit.DiTConfig: anything with dim, num_blocks, num_classes
 
     @classmethod
     def from_model(cls, model: MLPDenoiser) -> "LearnedDenoiser":

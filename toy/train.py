@@ -34,7 +34,7 @@ from toy import checkpoint
 from toy.diffusion import edm_loss, exact_score_loss
 from toy.errors import CheckpointError, ToyError, check_finite, check_int
 from toy.mixtures import ConditionalMixture, get_preset
-from toy.nets import LearnedDenoiser, MLPConfig, init_model
+from toy.nets import LearnedDenoiser, MLPConfig, build_model, init_model
 
 LOSSES = ("edm", "exact")
 ROLES = ("main", "small", "early")
@@ -89,10 +89,10 @@ def mixture_hash(mixture: ConditionalMixture) -> str:
     return hashlib.sha256(json.dumps(mixture.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _full_config(tcfg: TrainConfig, mixture: ConditionalMixture) -> dict:
+def _full_config(tcfg: TrainConfig, mixture: ConditionalMixture, mcfg=None) -> dict:
     """What a checkpoint must match to be reused: the training config, the network, the data."""
-    return {"train": tcfg.to_dict(), "model": model_config(tcfg, mixture).to_dict(),
-            "mixture_sha": mixture_hash(mixture)}
+    mcfg = mcfg if mcfg is not None else model_config(tcfg, mixture)
+    return {"train": tcfg.to_dict(), "model": mcfg.to_dict(), "mixture_sha": mixture_hash(mixture)}
 
 
 def cache_dir() -> Path:
@@ -100,13 +100,23 @@ def cache_dir() -> Path:
 
 
 def checkpoint_path(tcfg: TrainConfig, mixture: ConditionalMixture, folder: str | Path | None = None,
-                    tag: str = "") -> Path:
-    h = hashlib.sha256(json.dumps(_full_config(tcfg, mixture), sort_keys=True).encode()).hexdigest()[:12]
+                    tag: str = "", mcfg=None) -> Path:
+    h = hashlib.sha256(json.dumps(_full_config(tcfg, mixture, mcfg), sort_keys=True).encode()).hexdigest()[:12]
     name = Path(tcfg.preset).stem if tcfg.preset.endswith(".json") else tcfg.preset
     return Path(folder or cache_dir()) / f"{name}{'-' + tag if tag else ''}-{h}.npz"
 
 
 # -- the training step ---------------------------------------------------------------------------
+
+def shard_batch(x: jax.Array) -> jax.Array:
+    """Split the batch axis over all local devices (data parallel); a no-op on one device."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or x.shape[0] % len(devices):
+        return x
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+    spec = jax.sharding.PartitionSpec("data", *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+
 
 def _optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
     warm = min(tcfg.warmup, max(tcfg.steps - 1, 0))
@@ -119,27 +129,33 @@ def _make_chunk_fn(tcfg: TrainConfig, mixture: ConditionalMixture, graphdef, tx)
     p_mean = math.log(sd) + tcfg.p_mean_offset
     beta = 0.5 ** (1.0 / max(tcfg.ema_halflife * tcfg.steps, 1.0))
 
-    def loss_fn(params, key):
-        """Pure loss of one batch: data, labels with dropout, noise, all from `key`."""
+    def loss_fn(params, data, key):
+        """Pure loss of one batch: data, labels with dropout, noise, all from `key`. `data` is the
+        source's arrays (a dataset's images; nothing for a mixture), passed in rather than closed over."""
         k_data, k_loss = jax.random.split(key)
-        x0, labels = mixture.sample(k_data, tcfg.batch, label_dropout=tcfg.label_dropout)   # [B, d], [B]
+        if data is None:
+            x0, labels = mixture.sample(k_data, tcfg.batch, label_dropout=tcfg.label_dropout)   # [B, d], [B]
+        else:
+            x0, labels = mixture.sample_batch(data, k_data, tcfg.batch, label_dropout=tcfg.label_dropout)
+        x0, labels = shard_batch(x0), shard_batch(labels)   # data parallel when there are several devices
         D = lambda x, s, c: nnx.merge(graphdef, params)(x, s, c)
         if tcfg.loss == "exact":
             return exact_score_loss(D, mixture, x0, labels, k_loss, sigma_data=sd, p_mean=p_mean, p_std=tcfg.p_std)
         return edm_loss(D, x0, labels, k_loss, sigma_data=sd, p_mean=p_mean, p_std=tcfg.p_std)
 
-    def train_step(carry, step):
+    def train_step(carry, step, data=None):
         params, ema, opt_state, key = carry
-        loss, grads = jax.value_and_grad(loss_fn)(params, jax.random.fold_in(key, step))
+        loss, grads = jax.value_and_grad(loss_fn)(params, data, jax.random.fold_in(key, step))
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, ema, params)
         return (params, ema, opt_state, key), loss
 
     @jax.jit
-    def run_chunk(params, ema, opt_state, key, start):
+    def run_chunk(params, ema, opt_state, key, start, data=None):
         steps = start + jnp.arange(tcfg.chunk)
-        (params, ema, opt_state, _), losses = jax.lax.scan(train_step, (params, ema, opt_state, key), steps)
+        (params, ema, opt_state, _), losses = jax.lax.scan(lambda c, s: train_step(c, s, data),
+                                                           (params, ema, opt_state, key), steps)
         return params, ema, opt_state, losses
 
     return run_chunk
@@ -157,22 +173,27 @@ class TrainResult:
 
 def train(tcfg: TrainConfig, *, mixture: ConditionalMixture | None = None, folder: str | Path | None = None,
           tag: str = "", until: int | None = None, progress: bool | Callable[[float, str], None] = True,
-          save_every_s: float = 20.0) -> TrainResult | None:
+          save_every_s: float = 20.0, model_cfg=None) -> TrainResult | None:
     """Train one network, or load it if a finished checkpoint with the same config exists.
 
     Resumes from `<checkpoint>.state.npz` after an interruption. `until` stops (with the state
     saved) after that many steps and returns None: the programmatic form of a kill. `progress` is
     True for a tqdm bar, or a callback(fraction, text) (the app's progress bar).
+
+    `mixture` may be any data source with `sample`, `sigma_data`, `to_dict`, `dim`, `num_classes`
+    (an image dataset of toy/data.py adds `arrays` and `sample_batch`); `model_cfg` overrides the
+    MLP built from `tcfg` (a DiTConfig for images).
     """
     tcfg = tcfg.validate()
     mixture = mixture if mixture is not None else get_preset(tcfg.preset)
-    mcfg = model_config(tcfg, mixture)
-    config = _full_config(tcfg, mixture)
-    path = checkpoint_path(tcfg, mixture, folder, tag)
+    mcfg = model_cfg if model_cfg is not None else model_config(tcfg, mixture)
+    config = _full_config(tcfg, mixture, mcfg)
+    path = checkpoint_path(tcfg, mixture, folder, tag, mcfg)
     state_path = path.with_suffix(".state.npz")
 
-    model = init_model(mcfg, tcfg.seed)
+    model = build_model(mcfg, tcfg.seed)
     graphdef, params = nnx.split(model)
+    data = mixture.arrays() if hasattr(mixture, "arrays") else None
     tx = _optimizer(tcfg)
     opt_state = tx.init(params)
     trees = {"params": params, "ema": params}
@@ -213,7 +234,7 @@ def train(tcfg: TrainConfig, *, mixture: ConditionalMixture | None = None, folde
     step = start
     try:
         while step < stop:
-            params, ema, opt_state, chunk_losses = run_chunk(params, ema, opt_state, key, jnp.int32(step))
+            params, ema, opt_state, chunk_losses = run_chunk(params, ema, opt_state, key, jnp.int32(step), data)
             chunk_losses = np.asarray(chunk_losses)
             n_valid = min(tcfg.chunk, tcfg.steps - step)   # the last chunk may run past `steps`
             losses += chunk_losses[:n_valid].tolist()
