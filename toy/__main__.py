@@ -149,8 +149,10 @@ def _images(args) -> int:
 
     icfg = _image_config(args)
     data = load_dataset(icfg.data, icfg.classes, icfg.image_size)
-    models = train_image_models(icfg, data, folder=args.cache_dir)
     cmd = args.images_command
+    if cmd == "sample" and args.label is not None and args.label not in data.classes:
+        raise ToyError(f"--label {args.label} is not among the trained classes {list(data.classes)}")
+    models = train_image_models(icfg, data, folder=args.cache_dir)
     if cmd == "train":
         for role in ("main", "small"):
             r = models[f"{role}_result"]
@@ -160,8 +162,6 @@ def _images(args) -> int:
     if cmd == "sample":
         from toy.images import _grid
         label = data.classes.index(args.label) if args.label is not None else 0
-        if args.label is not None and args.label not in data.classes:
-            raise ToyError(f"--label {args.label} is not among the trained classes {list(data.classes)}")
         x = generate(models, args.method, args.n, label, icfg, args.sample_seed)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

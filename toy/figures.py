@@ -33,7 +33,9 @@ from toy.nets import ExactDenoiser  # noqa: E402
 from toy.train import train_models  # noqa: E402
 
 FIGURES = ("fig3_1d", "fig3_2d", "fig9_trajectories_1d", "fig10_naive_vs_single", "fig8_num_passes",
-           "fig7_ablations", "fig_tree2d_all_methods", "results", "claims")
+           "fig7_ablations", "fig_tree2d_all_methods", "results", "claims",
+           "fig4_tsne", "fig15_fixed_block_grid", "images_results")     # the last three: the DiT experiment
+IMAGE_FIGURES = ("fig4_tsne", "fig15_fixed_block_grid", "images_results")
 PAPER = GuidanceConfig(scale=3.0, s2_scale=0.25)         # the paper's defaults, λ = 3
 MAIN_METHODS = ("cfg", "autoguidance", "s2-naive", "s2")
 
@@ -388,7 +390,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     st = Settings.make(a.quick)
-    lab = Lab(st)
+    lab = Lab(st) if only - set(IMAGE_FIGURES) else None
     t0 = time.perf_counter()
     try:
         if "fig3_1d" in only:
@@ -406,6 +408,9 @@ def main(argv=None) -> int:
         res = results(lab, out) if {"results", "claims"} & only else None
         if "claims" in only:
             claims(res, abl, passes, st, out)
+        if set(IMAGE_FIGURES) & only:     # one run of the image pipeline writes all three
+            from toy.images import ImageConfig, quick_config, run_pipeline
+            run_pipeline(quick_config() if a.quick else ImageConfig(), out=out)
     except ToyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ import numpy as np
 
 from toy.data import ImageData, load_dataset
 from toy.diffusion import SamplerConfig, sample
-from toy.dit import DiTConfig, dit_config
+from toy.dit import DIT_SIZES, DiTConfig, dit_config
 from toy.errors import ToyError, check_int
 from toy.guidance import GuidanceConfig
 from toy.train import TrainConfig, train
@@ -48,6 +48,7 @@ class ImageConfig:
     scale: float = 3.0                   # λ
     s2_scale: float = 0.25               # ω
     weak: str = "small"                  # Autoguidance's weak model: small or early
+    methods: tuple[str, ...] = TABLE_METHODS   # rows of the table (fig4 panels are FIG4_METHODS)
 
     def validate(self) -> "ImageConfig":
         check_int("train_steps", self.train_steps, low=100)
@@ -56,14 +57,20 @@ class ImageConfig:
         check_int("per_class", self.per_class, low=5, high=100_000)
         if not self.seeds:
             raise ToyError("seeds must list at least one seed")
+        if self.size not in DIT_SIZES:
+            raise ToyError(f"unknown DiT size {self.size!r}: choose from {', '.join(DIT_SIZES)}")
         if self.weak not in ("small", "early"):
             raise ToyError(f"weak must be small or early, got {self.weak!r}")
+        missing = set(FIG4_METHODS) - set(self.methods)
+        if missing:
+            raise ToyError(f"methods must include the Fig. 4 methods {', '.join(FIG4_METHODS)}; missing {sorted(missing)}")
         return self
 
 
 def quick_config(**kw) -> ImageConfig:
     """Seconds-to-a-minute settings for tests and CI."""
-    return ImageConfig(**{**dict(train_steps=300, batch=128, sampler_steps=12, per_class=40, seeds=(0,)), **kw})
+    return ImageConfig(**{**dict(train_steps=300, batch=128, sampler_steps=12, per_class=40, seeds=(0,),
+                                 methods=FIG4_METHODS), **kw})
 
 
 def model_configs(icfg: ImageConfig, data: ImageData) -> dict[str, tuple[TrainConfig, DiTConfig]]:
@@ -124,7 +131,7 @@ def evaluate(icfg: ImageConfig, data: ImageData, models: dict, out: str | Path =
     fnet = F.train_classifier(data.flat(), data.labels, data.num_classes, seed=icfg.seed)
     real = data.flat()
     real_feats = fnet.features(real)
-    todo = [(m, s) for s in icfg.seeds for m in TABLE_METHODS]
+    todo = [(m, s) for s in icfg.seeds for m in icfg.methods]
     bar = None
     if progress:
         from tqdm.auto import tqdm

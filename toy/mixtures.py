@@ -29,7 +29,7 @@ _PAD_LOGW = -1e30  # log-weight of padding components: finite, so no inf - inf a
 
 
 def _component_terms(x, s2, logw, mu, U, lam):
-    """Per-component log-joint and posterior means.
+    """Per-component log-joint and posterior terms (any dimension d).
 
     x: [n, d]; s2: [n] noise variance; logw: [K] or [n, K]; mu: [K, d] or [n, K, d];
     U: [K, d, d] or [n, K, d, d]; lam: [K, d] or [n, K, d].
@@ -44,6 +44,33 @@ def _component_terms(x, s2, logw, mu, U, lam):
     d = x.shape[-1]
     logj = logw - 0.5 * (maha + logdet + d * _LOG_2PI)              # [n, K]
     return logj, y, var
+
+
+# For the small d of the toys (d ≤ 4) the same terms are computed one coordinate at a time on
+# [n, K] arrays, K innermost: XLA vectorises those loops, where the [n, K, d] layout with d = 2
+# innermost and einsums over d ran 5–10× slower on a 1,000-component mixture (bench/).
+_SMALL_D = 4
+
+
+def _terms_small(x, s2, logw, mu, U, lam):
+    """As `_component_terms`, with y and var as lists of d arrays [n, K]."""
+    d = x.shape[-1]
+    diff = [x[:, i:i + 1] - mu[..., i] for i in range(d)]                       # d × [n, K]
+    y = [sum(U[..., i, j] * diff[i] for i in range(d)) for j in range(d)]       # d × [n, K]  U^T (x − μ)
+    var = [lam[..., j] + s2[:, None] for j in range(d)]                         # d × [n, K]
+    maha = sum(y[j] * y[j] / var[j] for j in range(d))                          # [n, K]
+    prod = var[0]
+    for v in var[1:]:
+        prod = prod * v
+    logj = logw - 0.5 * (maha + jnp.log(prod) + d * _LOG_2PI)                   # [n, K]
+    return logj, y, var
+
+
+def _posterior_average(logj, comps):
+    """Σ_k softmax(logj)_k · comp_k for each coordinate's [n, K] array → [n, d]."""
+    e = jnp.exp(logj - jnp.max(logj, axis=-1, keepdims=True))                    # [n, K]
+    z = jnp.sum(e, axis=-1)                                                      # [n]
+    return jnp.stack([jnp.sum(e * c, axis=-1) / z for c in comps], axis=-1)      # [n, d]
 
 
 def _prep(x, sigma):
@@ -62,11 +89,16 @@ def _prep(x, sigma):
 
 
 def _logp(x, s2, logw, mu, U, lam):
-    logj, _, _ = _component_terms(x, s2, logw, mu, U, lam)
-    return jax.nn.logsumexp(logj, axis=-1)                           # [n]
+    terms = _terms_small if x.shape[-1] <= _SMALL_D else _component_terms
+    return jax.nn.logsumexp(terms(x, s2, logw, mu, U, lam)[0], axis=-1)    # [n]
 
 
 def _score(x, s2, logw, mu, U, lam):
+    d = x.shape[-1]
+    if d <= _SMALL_D:
+        logj, y, var = _terms_small(x, s2, logw, mu, U, lam)
+        w = [y[j] / var[j] for j in range(d)]                                    # (Σ+σ²I)⁻¹ in the eigenbasis
+        return _posterior_average(logj, [-sum(U[..., i, j] * w[j] for j in range(d)) for i in range(d)])
     logj, y, var = _component_terms(x, s2, logw, mu, U, lam)
     r = jax.nn.softmax(logj, axis=-1)                                # [n, K] responsibilities
     comp = -jnp.einsum("...kij,...kj->...ki", U, y / var)           # [n, K, d]  −(Σ+σ²I)⁻¹(x−μ)
@@ -74,6 +106,11 @@ def _score(x, s2, logw, mu, U, lam):
 
 
 def _denoise(x, s2, logw, mu, U, lam):
+    d = x.shape[-1]
+    if d <= _SMALL_D:
+        logj, y, var = _terms_small(x, s2, logw, mu, U, lam)
+        w = [y[j] * lam[..., j] / var[j] for j in range(d)]                      # Σ(Σ+σ²I)⁻¹ in the eigenbasis
+        return _posterior_average(logj, [mu[..., i] + sum(U[..., i, j] * w[j] for j in range(d)) for i in range(d)])
     logj, y, var = _component_terms(x, s2, logw, mu, U, lam)
     r = jax.nn.softmax(logj, axis=-1)                                # [n, K]
     shrunk = jnp.einsum("...kij,...kj->...ki", U, y * (lam / var))  # [n, K, d]  Σ(Σ+σ²I)⁻¹(x−μ)
@@ -144,7 +181,9 @@ class GaussianMixture:
     def sample(self, key, n: int, sigma=0.0) -> jax.Array:
         """n exact samples of p(x; σ), [n, d]."""
         k_comp, k_noise = jax.random.split(key)
-        comp = jax.random.categorical(k_comp, jnp.log(jnp.asarray(self.weights, jnp.float32)), shape=(n,))  # [n]
+        # Inverse-CDF draw of the component: O(n log K), where jax.random.categorical draws n × K Gumbels.
+        cdf = jnp.asarray(np.cumsum(self.weights) / np.sum(self.weights), jnp.float32)                   # [K]
+        comp = jnp.minimum(jnp.searchsorted(cdf, jax.random.uniform(k_comp, (n,)), side="right"), len(cdf) - 1)  # [n]
         chol = jnp.asarray(self._U * np.sqrt(self._lam)[:, None, :], jnp.float32)                       # [K, d, d]
         sigma = jnp.asarray(sigma, jnp.float32)                                                           # [] or [n]
         z = jax.random.normal(k_noise, (2, n, self.dim))                                                  # [2, n, d]
@@ -223,16 +262,17 @@ class ConditionalMixture:
         object.__setattr__(self, "class_weights", cw / cw.sum())
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "class_names", tuple(self.class_names))
-        # Stack every class and ∅ into padded arrays so a batch with mixed labels is one gather.
-        mixtures = list(self.classes) + [self.uncond()]
-        kmax, d = max(m.num_components for m in mixtures), self.dim
-        logw = np.full((len(mixtures), kmax), _PAD_LOGW)
-        mu = np.zeros((len(mixtures), kmax, d))
-        U = np.broadcast_to(np.eye(d), (len(mixtures), kmax, d, d)).copy()
-        lam = np.ones((len(mixtures), kmax, d))
-        for i, m in enumerate(mixtures):
-            k = m.num_components
-            logw[i, :k], mu[i, :k], U[i, :k], lam[i, :k] = np.log(m.weights), m.means, m._U, m._lam
+        # One shared list of components (the union of the classes, i.e. ∅'s mixture) and a table of
+        # log-weights per label (−∞-like outside the class): a batch with mixed labels gathers one
+        # [n, K] row of weights, never [n, K, d, d] covariances, which is what made large mixtures slow.
+        union = self.uncond()
+        sizes = [m.num_components for m in self.classes]
+        logw = np.full((len(self.classes) + 1, union.num_components), _PAD_LOGW)
+        for i, m in enumerate(self.classes):
+            start = sum(sizes[:i])
+            logw[i, start:start + sizes[i]] = np.log(m.weights)
+        logw[-1] = np.log(union.weights)
+        mu, U, lam = union.means, union._U, union._lam
         object.__setattr__(self, "_stacked", (logw, mu, U, lam))
 
     @property
@@ -269,7 +309,7 @@ class ConditionalMixture:
     def _gather(self, labels, dtype):
         logw, mu, U, lam = (jnp.asarray(a, dtype) for a in self._stacked)
         labels = jnp.asarray(labels, jnp.int32)
-        return logw[labels], mu[labels], U[labels], lam[labels]      # [n, K], [n, K, d], [n, K, d, d], [n, K, d]
+        return logw[labels], mu, U, lam                              # [n, K], [K, d], [K, d, d], [K, d]
 
     def denoise(self, x, sigma, labels) -> jax.Array:
         """Exact D(x; σ, c) for a batch with one label per sample ([n] ints, null = num_classes)."""

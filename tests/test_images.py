@@ -1,0 +1,58 @@
+"""The image experiment end to end at quick size: figures, table, CLI, and clear errors."""
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from toy.__main__ import main as cli
+from toy.figures import main as figures
+from toy.images import FIG4_METHODS
+
+METRIC_KEYS = {"fd", "accuracy", "precision", "recall", "separation"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("images")
+    assert figures(["--quick", "--out", str(out), "--only", "fig4_tsne", "fig15_fixed_block_grid", "images_results"]) == 0
+    return out
+
+
+def test_figures_and_table(quick_run):
+    for name in ("fig4_tsne", "fig15_fixed_block_grid"):
+        img = mpimg.imread(quick_run / f"{name}.png")
+        assert img.shape[0] > 300 and img.shape[1] > 500 and img[..., :3].std() > 0.05
+    res = json.loads((quick_run / "images_results.json").read_text())
+    assert set(res["metrics"]) == set(FIG4_METHODS)
+    for m, ms in res["metrics"].items():
+        assert set(ms) == METRIC_KEYS and all(np.isfinite(v[0]) for v in ms.values())
+        assert 0 <= ms["accuracy"][0] <= 1 and 0 <= ms["precision"][0] <= 1 and 0 <= ms["recall"][0] <= 1
+    # guidance makes generations more recognisable than none (a weak but real check at quick size)
+    assert res["metrics"]["cfg"]["accuracy"][0] >= res["metrics"]["none"]["accuracy"][0]
+    md = (quick_run / "images_results.md").read_text()
+    assert "| CFG |" in md and "| S² |" in md and "classifier trained on the real images" in md
+
+
+def test_cli_train_and_sample_reuse_the_models(quick_run, tmp_path, capsys):
+    assert cli(["images", "train", "--quick"]) == 0
+    assert "loaded" in capsys.readouterr().out
+    png = tmp_path / "s.png"
+    assert cli(["images", "sample", "--quick", "--method", "s2", "--n", "9", "--label", "1", "--out", str(png)]) == 0
+    arr = np.load(png.with_suffix(".npz"))
+    assert arr["images"].shape == (9, 8, 8, 1) and arr["images"].dtype == np.uint8 and int(arr["class_id"]) == 1
+    assert mpimg.imread(png).shape[:2] == (24, 24)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["images", "sample", "--quick", "--label", "5"], "--label 5"),
+    (["images", "train", "--quick", "--data", "cifar10", "--data-dir", "/nonexistent"], "--download"),
+    (["images", "train", "--quick", "--download"], "--download works with --data cifar10"),
+    (["images", "train", "--quick", "--classes", "1,12"], "class id 12"),
+    (["images", "train", "--quick", "--size", "XXL"], "unknown DiT size"),
+])
+def test_bad_input_is_one_clear_line(args, needle, capsys, cache_dir):
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and len(err.splitlines()) == 1
