@@ -78,23 +78,23 @@ def _interleaved(fns: dict, repeats: int) -> dict:
 
 # -- sampling -------------------------------------------------------------------------------------
 
-def bench_sampling(n: int, steps: int, repeats: int) -> dict:
+def bench_sampling(n: int, steps: int, repeats: int, solver: str = "heun") -> dict:
     """Every method on the default network (width 64 × 8 blocks) with the weak model of the app
     (width 32 × 4). Block-dropping methods run their sub-passes at every step (interval [0, 1])."""
     main = LearnedDenoiser.from_model(init_model(MLPConfig(dim=2, width=64, num_blocks=8), 0))
     weak = LearnedDenoiser.from_model(init_model(MLPConfig(dim=2, width=32, num_blocks=4), 1))
-    scfg = SamplerConfig(steps=steps)
+    scfg = SamplerConfig(steps=steps, solver=solver)
     variants = {m: GuidanceConfig(method=m, interval=(0.0, 1.0)) for m in METHODS}
     variants.update({f"{m} (plain)": GuidanceConfig(method=m, interval=(0.0, 1.0), shared_prefix=False)
                      for m in MASK_METHODS})
     fns = {name: (lambda g=g: sample(main, g, scfg, jax.random.key(0), n, 0, weak=weak).x.block_until_ready())
            for name, g in variants.items()}
     secs = _interleaved(fns, repeats)
-    evals = 2 * steps - 1                                             # Heun: two evaluations but the last
+    evals = 2 * steps - 1 if solver == "heun" else steps              # Heun: two evaluations but the last
     x, lab = jnp.zeros((2 * n, 2)), jnp.zeros(2 * n, jnp.int32)
     fwd_flops = _flops(lambda x: main(x, jnp.float32(1.0), lab), x)   # one batched (∅, c) pass
     cfg_gflops = evals * fwd_flops / secs["cfg"] / 1e9
-    return {"n": n, "steps": steps, "solver": "heun", "seconds": secs,
+    return {"n": n, "steps": steps, "solver": solver, "seconds": secs,
             "step_cost_vs_cfg": {k: secs[k] / secs["cfg"] for k in METHODS},
             "step_cost_vs_cfg_plain": {m: secs[f"{m} (plain)"] / secs["cfg"] for m in MASK_METHODS},
             "samples_steps_per_s": {k: n * steps / v for k, v in secs.items()},
@@ -188,7 +188,7 @@ def markdown(r: dict) -> str:
     m, s = r["machine"], r["sampling"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, fp32 peak ≈ {m['peak_gflops']} GFLOP/s "
              f"({m['cores']} × {m['ghz']} GHz × {m['fp32_flops_per_cycle_per_core']}); JAX {m['jax']} on {m['backend']}.",
-             "", f"Sampling: {s['n']} samples × {s['steps']} Heun steps, 2D, network width 64 × 8 blocks; "
+             "", f"Sampling: {s['n']} samples × {s['steps']} {s['solver'].capitalize()} steps, 2D, network width 64 × 8 blocks; "
              "block-dropping methods drop at every step.", "",
              "| method | step cost vs CFG (shared prefix) | plain recomputation | samples·steps/s |",
              "|---|---|---|---|"]
@@ -228,7 +228,9 @@ def main(argv=None) -> int:
     q = a.quick
     res = {"quick": q, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     print("sampling …", flush=True)
-    res["sampling"] = bench_sampling(n=256 if q else 1000, steps=8 if q else 32, repeats=2 if q else 9)
+    # --quick checks that everything runs: Euler (half the program to compile), few samples and steps
+    res["sampling"] = bench_sampling(n=128 if q else 1000, steps=4 if q else 32, repeats=1 if q else 9,
+                                     solver="euler" if q else "heun")
     res["step_cost_vs_cfg"] = res["sampling"]["step_cost_vs_cfg"]
     iters, batch = (8, 512) if q else (256, 4096)
     print("training …", flush=True)

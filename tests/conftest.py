@@ -1,5 +1,11 @@
-"""Shared fixtures: one quick-trained model set in a session-private cache (never ~/.cache)."""
+"""Shared fixtures: quick-trained models in one cache for the whole test run (never ~/.cache).
 
+The pytest-xdist workers share the cache folder; `trained` takes a file lock per model set, so a
+set is trained once per run by whichever worker needs it first and loaded by the others.
+"""
+
+import contextlib
+import fcntl
 import os
 
 import pytest
@@ -7,14 +13,35 @@ import pytest
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("toy-cache")
+    base = tmp_path_factory.getbasetemp()
+    d = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "toy-cache-shared"
+    d.mkdir(exist_ok=True)
     os.environ["TOY_CACHE_DIR"] = str(d)
     return d
 
 
-@pytest.fixture(scope="session")
-def gmm1d_models(cache_dir):
-    """The quick model set of gmm1d, trained once per test session (~30 s on 2 cores)."""
-    from toy.train import train_models
+@contextlib.contextmanager
+def locked(cache_dir, name):
+    with open(cache_dir / f"{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
-    return train_models("gmm1d", quick=True, folder=cache_dir, progress=False)
+
+@pytest.fixture(scope="session")
+def trained(cache_dir):
+    """trained("gmm1d") → the quick model set of a preset; trained("images") → the quick DiT set."""
+    def get(name):
+        with locked(cache_dir, name):
+            if name == "images":
+                from toy.data import load_digits
+                from toy.images import quick_config, train_image_models
+                return train_image_models(quick_config(), load_digits(), folder=cache_dir, progress=False)
+            from toy.train import train_models
+            return train_models(name, quick=True, folder=cache_dir, progress=False)
+    return get
+
+
+@pytest.fixture(scope="session")
+def gmm1d_models(trained):
+    """The quick model set of gmm1d (~30 s on 2 cores the first time in a run)."""
+    return trained("gmm1d")

@@ -34,7 +34,9 @@ def test_schedule():
 def test_exact_sampler_reproduces_target(exact1d, scfg):
     mix, D, ref = exact1d
     x = np.asarray(sample(D, GuidanceConfig(method="none"), scfg, jax.random.key(0), N, 0).x)[:, 0]
-    noise_floor = wasserstein_distance(np.asarray(mix.cond(0).sample(jax.random.key(7), N))[:, 0], ref)
+    # the W1 of an exact sample of the same size, averaged over draws (one draw's floor is itself noisy)
+    noise_floor = np.mean([wasserstein_distance(np.asarray(mix.cond(0).sample(jax.random.key(k), N))[:, 0], ref)
+                           for k in (7, 8, 9, 10)])
     assert wasserstein_distance(x, ref) < 2.5 * noise_floor + 0.05
     assert abs(np.mean(np.abs(x)) - np.mean(np.abs(ref))) < 0.1
 

@@ -13,7 +13,9 @@ PNGS = ["fig3_1d", "fig3_2d", "fig9_trajectories_1d", "fig10_naive_vs_single", "
         "fig7_ablations", "fig_tree2d_all_methods"]
 
 
-def test_quick_figures(cache_dir, tmp_path, capsys):
+def test_quick_figures(cache_dir, trained, tmp_path, capsys):
+    for preset in ("gmm1d", "gmm2d", "tree2d"):
+        trained(preset)
     # the image figures (fig4_tsne, fig15_fixed_block_grid, images_results) are tested in test_images.py
     toy_figures = [f for f in FIGURES if f not in IMAGE_FIGURES]
     assert main(["--quick", "--out", str(tmp_path), "--only", *toy_figures]) == 0

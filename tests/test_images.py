@@ -6,6 +6,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.xdist_group("images")     # one worker runs the module fixture once
+
 from toy.__main__ import main as cli
 from toy.figures import main as figures
 from toy.images import FIG4_METHODS
@@ -14,7 +16,8 @@ METRIC_KEYS = {"fd", "accuracy", "precision", "recall", "separation"}
 
 
 @pytest.fixture(scope="module")
-def quick_run(cache_dir, tmp_path_factory):
+def quick_run(cache_dir, trained, tmp_path_factory):
+    trained("images")
     out = tmp_path_factory.mktemp("images")
     assert figures(["--quick", "--out", str(out), "--only", "fig4_tsne", "fig15_fixed_block_grid", "images_results"]) == 0
     return out

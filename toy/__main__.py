@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--train-steps", type=int, default=None)
     common.add_argument("--batch", type=int, default=None)
     common.add_argument("--seed", type=int, default=0, help="training seed")
-    common.add_argument("--weak", default="small", help="Autoguidance weak model: small or early")
+    common.add_argument("--weak", default=None, help="Autoguidance weak model: small or early (default small; "
+                        "early with --quick)")
     common.add_argument("--guidance-scale", type=_float, default=3.0, help="λ")
     common.add_argument("--s2-scale", type=_float, default=0.25, help="ω")
     common.add_argument("--sampler-steps", type=int, default=None)
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=_seeds, default=None, help="a count (3) or a list (0,4,7)")
     ev.add_argument("--per-class", type=int, default=None, help="generations per class, method and seed")
     ev.add_argument("--out", default="figures")
+    ev.add_argument("--clip", default=None, metavar="DIR", help="a local folder with Flax CLIP weights (config.json, "
+                    "flax_model.msgpack): CLIP image features instead of the classifier's (needs the clip extra)")
     return p
 
 
@@ -136,7 +139,8 @@ def _image_config(args):
     kw = {k: v for k, v in dict(data=data, classes=args.classes, image_size=args.image_size, size=args.size,
                                 train_steps=args.train_steps, batch=args.batch, seed=args.seed, weak=args.weak,
                                 scale=args.guidance_scale, s2_scale=args.s2_scale, sampler_steps=args.sampler_steps,
-                                seeds=getattr(args, "seeds", None), per_class=getattr(args, "per_class", None)).items()
+                                seeds=getattr(args, "seeds", None), per_class=getattr(args, "per_class", None),
+                                clip=getattr(args, "clip", None)).items()
           if v is not None}
     return (quick_config(**kw) if args.quick else ImageConfig(**kw)).validate()
 
@@ -155,6 +159,8 @@ def _images(args) -> int:
     models = train_image_models(icfg, data, folder=args.cache_dir)
     if cmd == "train":
         for role in ("main", "small"):
+            if f"{role}_result" not in models:
+                continue
             r = models[f"{role}_result"]
             state = "loaded" if r.loaded else (f"resumed at step {r.resumed_from}" if r.resumed_from else "trained")
             print(f"{role:<6} {state:<20} final loss {float(r.losses[-max(1, len(r.losses) // 10):].mean()):.4f}  {r.path}")

@@ -59,9 +59,10 @@ class DiTConfig:
         return {"arch": "dit", **dataclasses.asdict(self)}
 
 
-# A registry of sizes: XS and S fit a 2-core CPU on 8×8 digits / 32×32 CIFAR; S/2 and B/2 are the
+# A registry of sizes: XXS (tests), XS and S fit a 2-core CPU on 8×8 digits / 32×32 CIFAR; S/2 and B/2 are the
 # paper-scale GPU models on CIFAR (DiT-S/2, DiT-B/2 of Peebles & Xie).
 DIT_SIZES = {
+    "XXS": dict(width=32, depth=4, heads=2, patch=2, mlp_ratio=2.0),   # tests and --quick
     "XS": dict(width=64, depth=6, heads=4, patch=2),
     "S": dict(width=128, depth=8, heads=4, patch=4),
     "S/2": dict(width=384, depth=12, heads=6, patch=2),

@@ -1,7 +1,9 @@
 """Features of real and generated images, and the metrics computed on them (issue 6).
 
 Default features: the penultimate layer of a small classifier trained on the same real images
-(figures say so). The classifier also gives the class accuracy of generations. Metrics:
+(figures say so). With CLIP weights in a local folder (`clip_feature_net`, the optional `clip`
+extra: transformers ≤ 4.57 ships Flax CLIP) the features are CLIP image embeddings, as in the paper.
+The classifier always gives the class accuracy of generations. Metrics:
 Fréchet distance to the real features, class accuracy, precision and recall (k-NN manifolds of
 Kynkäänniemi et al. 2019), and class separation (silhouette of the generated features by target
 class). `tsne` embeds real and generated features together so that panels share coordinates.
@@ -86,6 +88,51 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *
 
     (params, _), _ = jax.jit(lambda p, o: jax.lax.scan(step, (p, o), jnp.arange(steps)))(params, opt)
     return FeatureNet(graphdef, params)
+
+
+# -- CLIP ------------------------------------------------------------------------------------------
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipFeatures:
+    """CLIP image embeddings of flat images in [−1, 1] (resized, 3 channels, CLIP-normalised)."""
+
+    model: object                 # transformers.FlaxCLIPModel
+    image_shape: tuple[int, int, int]
+    name: str = "CLIP image embeddings"
+    batch: int = 64
+
+    def features(self, x) -> np.ndarray:
+        H, W, C = self.image_shape
+        size = self.model.config.vision_config.image_size
+        out = []
+        for i in range(0, len(x), self.batch):
+            img = jnp.asarray(x[i:i + self.batch], jnp.float32).reshape(-1, H, W, C)
+            img = jnp.repeat(img, 3, axis=-1) if C == 1 else img                      # [b, H, W, 3]
+            img = jax.image.resize(img, (img.shape[0], size, size, 3), "bilinear")     # [b, S, S, 3]
+            img = ((img + 1) / 2 - CLIP_MEAN) / CLIP_STD
+            out.append(np.asarray(self.model.get_image_features(pixel_values=img.transpose(0, 3, 1, 2))))
+        return np.concatenate(out)
+
+
+def clip_feature_net(weights_dir: str, image_shape: tuple[int, int, int]) -> ClipFeatures:
+    """Load a Flax CLIP model (e.g. openai/clip-vit-base-patch32) from a local folder holding
+    config.json and flax_model.msgpack. Nothing is downloaded and no pickled (PyTorch) weights are
+    read: a folder without Flax weights is a clear error."""
+    from pathlib import Path
+    folder = Path(weights_dir)
+    if not (folder / "config.json").is_file() or not (folder / "flax_model.msgpack").is_file():
+        raise ToyError(f"--clip {weights_dir}: expected a folder with config.json and flax_model.msgpack (Flax CLIP "
+                       f"weights, e.g. openai/clip-vit-base-patch32); PyTorch .bin files are not loaded")
+    try:
+        from transformers import FlaxCLIPModel
+    except ImportError:
+        raise ToyError("CLIP features need transformers with Flax support: uv pip install -e '.[clip]'") from None
+    model = FlaxCLIPModel.from_pretrained(str(folder), local_files_only=True)
+    return ClipFeatures(model, tuple(image_shape), name=f"CLIP image embeddings ({folder.name})")
 
 
 # -- metrics --------------------------------------------------------------------------------------

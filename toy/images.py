@@ -49,6 +49,7 @@ class ImageConfig:
     s2_scale: float = 0.25               # ω
     weak: str = "small"                  # Autoguidance's weak model: small or early
     methods: tuple[str, ...] = TABLE_METHODS   # rows of the table (fig4 panels are FIG4_METHODS)
+    clip: str | None = None              # a folder with Flax CLIP weights: CLIP features instead of the classifier's
 
     def validate(self) -> "ImageConfig":
         check_int("train_steps", self.train_steps, low=100)
@@ -69,8 +70,8 @@ class ImageConfig:
 
 def quick_config(**kw) -> ImageConfig:
     """Seconds-to-a-minute settings for tests and CI."""
-    return ImageConfig(**{**dict(train_steps=300, batch=128, sampler_steps=12, per_class=40, seeds=(0,),
-                                 methods=FIG4_METHODS), **kw})
+    return ImageConfig(**{**dict(size="XXS", train_steps=300, batch=64, sampler_steps=12, per_class=40, seeds=(0,),
+                                 methods=FIG4_METHODS, weak="early"), **kw})
 
 
 def model_configs(icfg: ImageConfig, data: ImageData) -> dict[str, tuple[TrainConfig, DiTConfig]]:
@@ -92,9 +93,12 @@ def model_configs(icfg: ImageConfig, data: ImageData) -> dict[str, tuple[TrainCo
 
 def train_image_models(icfg: ImageConfig, data: ImageData, *, folder: str | Path | None = None,
                        progress: bool | Callable[[float, str], None] = True) -> dict:
-    """Train (or load, or resume) the main DiT and its weak models: {"main", "small", "early"}."""
-    out = {}
+    """Train (or load, or resume) the main DiT and its weak models: {"main", "small", "early"}. The
+    small DiT is trained only when it is the weak model in use (`icfg.weak == "small"`)."""
+    out = {"small": None}
     for role, (tcfg, mcfg) in model_configs(icfg.validate(), data).items():
+        if role == "small" and icfg.weak != "small":      # not needed: skip its training
+            continue
         res = train(tcfg, mixture=data, folder=folder, tag=role, progress=progress, model_cfg=mcfg)
         if res is None:
             raise ToyError("training stopped early")
@@ -129,6 +133,9 @@ def evaluate(icfg: ImageConfig, data: ImageData, models: dict, out: str | Path =
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     fnet = F.train_classifier(data.flat(), data.labels, data.num_classes, seed=icfg.seed)
+    if icfg.clip:        # CLIP embeddings for every feature-space metric; the classifier still judges classes
+        clip = F.clip_feature_net(icfg.clip, data.images.shape[1:])
+        fnet = _WithFeatures(fnet, clip)
     real = data.flat()
     real_feats = fnet.features(real)
     todo = [(m, s) for s in icfg.seeds for m in icfg.methods]
@@ -166,6 +173,24 @@ def evaluate(icfg: ImageConfig, data: ImageData, models: dict, out: str | Path =
               icfg, fnet.name, out / "fig4_tsne.png")
     fig15_grid(data, fixed, icfg, out / "fig15_fixed_block_grid.png")
     return result
+
+
+@dataclass(frozen=True, eq=False)
+class _WithFeatures:
+    """A classifier's predictions with another feature extractor's features (CLIP)."""
+
+    classifier: object
+    extractor: object
+
+    @property
+    def name(self) -> str:
+        return f"{self.extractor.name}; class accuracy from a classifier trained on the real images"
+
+    def features(self, x):
+        return self.extractor.features(x)
+
+    def predict(self, x):
+        return self.classifier.predict(x)
 
 
 def settings_line(icfg: ImageConfig, data: ImageData) -> str:
