@@ -211,7 +211,8 @@ def markdown(r: dict) -> str:
     a, f = r.get("app_latency", {}), r.get("figures", {})
     lines += ["", f"App slider → finished rerun: {a['median_s']:.2f} s median" if "median_s" in a else
               f"App latency: {a.get('skipped', '–')}",
-              f"Full figure regeneration: {f['seconds']:.0f} s" if "seconds" in f else
+              (f"Full figure regeneration: {f['seconds']:.0f} s" + (f" (stored measurement, {f['stored']})" if "stored" in f
+                                                                   else "")) if "seconds" in f else
               f"Figure regeneration: {f.get('skipped', '–')}"]
     return "\n".join(lines) + "\n"
 
@@ -224,6 +225,8 @@ def main(argv=None) -> int:
                    help="the Python with torch, click and matplotlib that runs edm2 (default: this one)")
     p.add_argument("--json", required=True, metavar="OUT.json")
     p.add_argument("--md", metavar="OUT.md", help="default: OUT.json with .md")
+    p.add_argument("--skip-figures", action="store_true",
+                   help="do not rerun the full figure regeneration (~13 min); report bench/figures_time.json instead")
     a = p.parse_args(argv)
     q = a.quick
     res = {"quick": q, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -245,8 +248,13 @@ def main(argv=None) -> int:
     else:
         print("app latency …", flush=True)
         res["app_latency"] = bench_app(repeats=5)
-        print("figures …", flush=True)
-        res["figures"] = bench_figures()
+        if a.skip_figures:
+            stored = HERE / "figures_time.json"
+            res["figures"] = ({**json.loads(stored.read_text()), "stored": str(stored.relative_to(HERE.parent))}
+                              if stored.exists() else {"skipped": "--skip-figures and no bench/figures_time.json"})
+        else:
+            print("figures …", flush=True)
+            res["figures"] = bench_figures()
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))

@@ -88,13 +88,19 @@ def _check_plain(obj, depth: int = 0) -> None:
 
 # -- CIFAR-10 -------------------------------------------------------------------------------------
 
-def _python_batches(tar: tarfile.TarFile, split: str):
-    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+def _batch_files(tar: tarfile.TarFile, split: str, suffix: str, version: str):
+    """(name, bytes) of each batch file of a split, in order."""
+    names = [f"data_batch_{i}{suffix}" for i in range(1, 6)] if split == "train" else [f"test_batch{suffix}"]
     members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
     for name in names:
         if name not in members:
-            raise DataError(f"the archive has no {name}; is it the CIFAR-10 python version?")
-        d = safe_load_pickle(tar.extractfile(members[name]).read())
+            raise DataError(f"the archive has no {name}; is it the CIFAR-10 {version} version?")
+        yield name, tar.extractfile(members[name]).read()
+
+
+def _python_batches(tar: tarfile.TarFile, split: str):
+    for name, raw in _batch_files(tar, split, "", "python"):
+        d = safe_load_pickle(raw)
         if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
             raise DataError(f"{name} is not a CIFAR-10 batch (no data/labels)")
         x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)   # [n, 32, 32, 3]
@@ -102,15 +108,11 @@ def _python_batches(tar: tarfile.TarFile, split: str):
 
 
 def _binary_batches(tar: tarfile.TarFile, split: str):
-    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
-    members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-    for name in names:
-        if name not in members:
-            raise DataError(f"the archive has no {name}; is it the CIFAR-10 binary version?")
-        raw = np.frombuffer(tar.extractfile(members[name]).read(), np.uint8)
+    for name, raw in _batch_files(tar, split, ".bin", "binary"):
+        raw = np.frombuffer(raw, np.uint8)
         if raw.size % 3073:
             raise DataError(f"{name} is not a whole number of 3073-byte CIFAR records")
-        rec = raw.reshape(-1, 3073)
+        rec = raw.reshape(-1, 3073)                                                          # label byte + pixels
         yield rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), rec[:, 0].astype(np.int64)
 
 

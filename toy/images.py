@@ -230,10 +230,12 @@ def fig4_tsne(data: ImageData, real_feats: np.ndarray, gens: dict, icfg: ImageCo
     import matplotlib.pyplot as plt
     from scipy.stats import gaussian_kde
 
+    from toy.features import tsne
+
     rng = np.random.default_rng(0)
     keep = rng.permutation(len(real_feats))[:600]
     sets = [real_feats[keep]] + [gens[m][0] for m in FIG4_METHODS]
-    emb = __import__("toy.features", fromlist=["tsne"]).tsne(sets, seed=icfg.seeds[0])
+    emb = tsne(sets, seed=icfg.seeds[0])
     real_xy, real_y = emb[0], data.labels[keep]
     lo, hi = np.concatenate(emb).min(0) - 3, np.concatenate(emb).max(0) + 3
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 120), np.linspace(lo[1], hi[1], 120))
