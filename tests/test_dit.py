@@ -99,3 +99,33 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     assert again.loaded
     x, sigma, labels = inputs()
     np.testing.assert_allclose(again.model(x, sigma, labels), res.model(x, sigma, labels), atol=1e-6)
+
+
+DP_SCRIPT = r"""
+import json, jax
+from toy.data import load_digits
+from toy.dit import DiTConfig
+from toy.train import TrainConfig, train
+data = load_digits()
+tcfg = TrainConfig(preset="images-digits", width=16, num_blocks=2, steps=20, batch=16, warmup=2, chunk=10)
+mcfg = DiTConfig(image_size=8, channels=1, patch=4, width=16, depth=2, heads=2, num_classes=2, fourier=4, sigma_data=0.78)
+res = train(tcfg, mixture=data, folder=__import__("sys").argv[1], progress=False, model_cfg=mcfg)
+print(json.dumps({"devices": jax.local_device_count(), "losses": [float(v) for v in res.losses]}))
+"""
+
+
+def test_data_parallel_training_matches_one_device(tmp_path):
+    """With several local devices the batch is sharded over them; the numbers stay the same."""
+    import json
+    import os
+    import subprocess
+    import sys
+    out = {}
+    for n in (1, 2):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+        folder = tmp_path / f"d{n}"
+        r = subprocess.run([sys.executable, "-c", DP_SCRIPT, str(folder)], env=env, capture_output=True, text=True,
+                           check=True)
+        out[n] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out[1]["devices"] == 1 and out[2]["devices"] == 2
+    np.testing.assert_allclose(out[2]["losses"], out[1]["losses"], rtol=1e-4, atol=1e-5)
