@@ -268,8 +268,8 @@ def fig4_tsne(data: ImageData, real_feats: np.ndarray, gens: dict, icfg: ImageCo
                   interpolation="nearest")
         ax.axis("off")
     axes[0, 0].legend(fontsize=7, loc="lower left", markerscale=3)
-    fig.suptitle(f"t-SNE of image features (cf. paper Fig. 4). Features: {feat_name}.\n{settings_line(icfg, data)}",
-                 fontsize=9)
+    fig.suptitle(f"t-SNE of image features (cf. paper Fig. 4): the generations of seed {icfg.seeds[0]}. Features: "
+                 f"{feat_name}.\n{settings_line(replace(icfg, seeds=icfg.seeds[:1]), data)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
