@@ -1,6 +1,7 @@
 """Guidance formulas and their invariants; masks; validation of settings."""
 
 import functools
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -174,3 +175,49 @@ def test_baseline_formulas_by_hand():
 def test_baseline_settings_are_validated(kwargs, needle):
     with pytest.raises(ToyError, match=needle):
         GuidanceConfig(method="cfg", **kwargs).validate(8)
+
+
+# Values different from every default, each valid for a 4-block network.
+_ALT = dict(scale=5.0, s2_scale=1.0, drop_ratio=0.5, num_drop=2, exclude=(0, 1), interval=(0.0, 0.5), num_masks=3,
+            fixed_blocks=(2,), cfgpp_scale=0.3, zero_init_steps=2, apg_eta=0.5, apg_momentum=0.3,
+            apg_norm_threshold=1.0, gi_sigma=(0.5, 2.0))
+
+
+@pytest.fixture(scope="module")
+def small_nets():
+    def make(seed):
+        model = init_model(MLPConfig(width=16, num_blocks=4), seed)
+        model.out.kernel[...] = jax.random.normal(jax.random.key(seed + 1), model.out.kernel[...].shape) * 0.3
+        return LearnedDenoiser.from_model(model)
+    return make(0), make(5)
+
+
+@pytest.mark.parametrize("method", G.METHODS)
+def test_fields_a_method_does_not_read_do_not_change_its_samples(small_nets, method):
+    # canonical() is a cache key (the app reuses a method's samples when only other fields move):
+    # changing every field outside METHOD_PARAMS[method] must leave the samples bit-identical.
+    from toy.diffusion import SamplerConfig, sample
+    main, weak = small_nets
+    assert set(_ALT) | {"method", "shared_prefix"} == set(GuidanceConfig.__dataclass_fields__)
+    base = GuidanceConfig(method=method)
+    other = GuidanceConfig(method=method, **{f: v for f, v in _ALT.items() if f not in G.METHOD_PARAMS[method]})
+    assert other != base and other.canonical() == base.canonical()
+
+    def draw(g):
+        return np.asarray(sample(main, g, SamplerConfig(steps=4), jax.random.key(0), 32, 1, weak=weak).x)
+    np.testing.assert_array_equal(draw(other), draw(base))
+
+
+def test_fields_a_method_reads_change_its_samples(small_nets):
+    # The other direction for the runtime fields: METHOD_PARAMS does not list a field a method ignores.
+    from toy.diffusion import SamplerConfig, sample
+    main, weak = small_nets
+    for method in ("cfg", "s2", "fixed-block"):
+        base = GuidanceConfig(method=method)
+        x0 = np.asarray(sample(main, base, SamplerConfig(steps=4), jax.random.key(0), 32, 1, weak=weak).x)
+        for f in G.METHOD_PARAMS[method]:
+            if f in ("scale", "s2_scale", "interval", "num_drop", "fixed_blocks"):
+                g = replace(base, **{f: _ALT[f]})
+                assert g.canonical() != base.canonical()
+                x1 = np.asarray(sample(main, g, SamplerConfig(steps=4), jax.random.key(0), 32, 1, weak=weak).x)
+                assert not np.allclose(x1, x0), (method, f)

@@ -78,3 +78,17 @@ def test_learned_denoiser_is_the_model_and_jits():
     assert D.num_blocks == 8 and D.null_label == 2
     # the null class has its own learned embedding row
     assert nnx.state(model, nnx.Param)["class_emb"]["embedding"][...].shape == (3, 64)
+
+
+def test_one_sigma_for_all_rows_uses_the_class_table_and_equals_per_row_sigmas():
+    # A scalar σ takes the sampler's path (each class embedded once, projections gathered by label);
+    # the same σ given per row takes the training path. The two must agree, with and without masks.
+    model = trained_like(MLPConfig())
+    x, _, labels = inputs(n=16)
+    sigma = jnp.float32(1.7)
+    mask = jnp.ones(8).at[3].set(0.0)
+    _, ctx = model.stem(x, sigma, labels)
+    assert ctx[0].value.shape == (3, 64)          # the class table, not [n, W]
+    for m in (None, mask):
+        np.testing.assert_allclose(model(x, sigma, labels, m), model(x, jnp.full(16, sigma), labels, m),
+                                   rtol=1e-5, atol=1e-5)

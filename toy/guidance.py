@@ -22,6 +22,21 @@ METHODS = ("none", "cfg", "autoguidance", "s2", "s2-naive", "fixed-block") + BAS
 MASK_METHODS = ("s2", "s2-naive", "fixed-block")   # methods that drop blocks of the main network
 EXACT_METHODS = ("none", "cfg") + BASELINES        # methods that need only D_∅ and D_c: they run on the exact denoiser
 
+# The GuidanceConfig fields each method reads (besides `method` and `shared_prefix`); the others do not
+# change its samples, so results can be cached on `GuidanceConfig.canonical()` (tested per method).
+METHOD_PARAMS = {
+    "none": (),
+    "cfg": ("scale",),
+    "autoguidance": ("scale",),
+    "s2": ("scale", "s2_scale", "drop_ratio", "num_drop", "exclude", "interval"),
+    "s2-naive": ("scale", "s2_scale", "drop_ratio", "num_drop", "exclude", "interval", "num_masks"),
+    "fixed-block": ("scale", "s2_scale", "fixed_blocks", "interval"),
+    "cfg++": ("cfgpp_scale",),
+    "cfg-zero*": ("scale", "zero_init_steps"),
+    "apg": ("scale", "apg_eta", "apg_momentum", "apg_norm_threshold"),
+    "guidance-interval": ("scale", "gi_sigma"),
+}
+
 
 # -- the formulas -------------------------------------------------------------------------------
 
@@ -182,6 +197,14 @@ class GuidanceConfig:
             if self.method == "fixed-block":
                 fixed_mask(num_blocks, cfg.fixed_blocks)
         return cfg
+
+    def canonical(self) -> "GuidanceConfig":
+        """This config with every field its method does not read reset to the default: two configs
+        with the same canonical form draw the same samples (a cache key; see METHOD_PARAMS)."""
+        if self.method not in METHOD_PARAMS:
+            raise ToyError(f"unknown method {self.method!r}: choose from {', '.join(METHODS)}")
+        return replace(GuidanceConfig(method=self.method, shared_prefix=self.shared_prefix),
+                       **{f: getattr(self, f) for f in METHOD_PARAMS[self.method]})
 
     def static(self) -> "GuidanceConfig":
         """The parts that change the compiled program. λ, ω, the interval, the number of dropped

@@ -42,7 +42,11 @@ class Block(nnx.Module):
         self.fc2 = nnx.Linear(width, width, rngs=rngs)
 
     def __call__(self, h: jax.Array, emb: jax.Array) -> jax.Array:
-        a = self.fc1(nnx.silu(self.norm(h))) + self.emb(emb)        # [n, W]
+        return self.residual(h, self.emb(emb))                       # [n, W]
+
+    def residual(self, h: jax.Array, e: jax.Array) -> jax.Array:
+        """f_k from the already projected embedding e = emb_k(emb), [n, W] or broadcastable."""
+        a = self.fc1(nnx.silu(self.norm(h))) + e                     # [n, W]
         return self.fc2(nnx.silu(a))                                 # [n, W]
 
 
@@ -71,22 +75,33 @@ class MLPDenoiser(nnx.Module):
     # The network in three stages, so that guidance can share a prefix of blocks between passes
     # (toy/prefix.py): stem → blocks (each h ← h + f_k(h)) → head.
     def stem(self, x: jax.Array, sigma: jax.Array, labels: jax.Array) -> tuple[jax.Array, tuple]:
-        """h_0 and the per-row context (embedding, preconditioning) the blocks and head need."""
+        """h_0 and the context (embedding, preconditioning) the blocks and head need."""
         n = x.shape[0]
-        sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (n,))          # [n]
         labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (n,))      # [n]
+        if jnp.ndim(sigma) == 0:
+            # One σ for every row, as in the sampler: the embedding takes only C + 1 values, so embed
+            # each class once and let every block project C + 1 rows instead of n (a third of a
+            # block's matmul work), then pick each row's projection by its label.
+            C1 = self.cfg.num_classes + 1
+            emb = prefix.Shared(self.embed(jnp.full((C1,), sigma, x.dtype), jnp.arange(C1)))   # [C+1, W]
+        else:
+            emb = self.embed(jnp.asarray(sigma, x.dtype), labels)            # [n, W]
+        sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (n,))          # [n]
         sd = self.cfg.sigma_data
         c_in = 1 / jnp.sqrt(sigma**2 + sd**2)                                # [n]
-        emb = self.embed(sigma, labels)                                      # [n, W]
-        return self.inp(c_in[:, None] * x), (emb, x, sigma)                  # [n, W]
+        return self.inp(c_in[:, None] * x), (emb, labels, x, sigma)          # [n, W]
 
     def block(self, k: int, h: jax.Array, ctx: tuple) -> jax.Array:
         """f_k(h): the residual of block k (a dropped block contributes 0)."""
-        return self.blocks[k](h, ctx[0])                                     # [n, W]
+        emb, labels = ctx[0], ctx[1]
+        blk = self.blocks[k]
+        if isinstance(emb, prefix.Shared):
+            return blk.residual(h, blk.emb(emb.value)[labels])               # [C+1, W] → [n, W]
+        return blk(h, emb)                                                   # [n, W]
 
     def head(self, h: jax.Array, ctx: tuple) -> jax.Array:
         """D = c_skip·x + c_out·F from the last activation."""
-        _, x, sigma = ctx
+        x, sigma = ctx[2], ctx[3]
         sd = self.cfg.sigma_data
         c_skip = sd**2 / (sigma**2 + sd**2)                                  # [n]
         c_out = sigma * sd / jnp.sqrt(sigma**2 + sd**2)                      # [n]

@@ -7,7 +7,7 @@ and it can skip its dropped blocks instead of multiplying them by 0.
 
 Any model with the three stages below works (the MLP in toy/nets.py, the DiT in toy/dit.py):
 
-    h, ctx = model.stem(x, sigma, labels)        # h_0 and per-row context (embeddings, x, σ)
+    h, ctx = model.stem(x, sigma, labels)        # h_0 and context (embeddings, x, σ; prefix.Shared: all rows)
     f = model.block(k, h, ctx)                   # residual of block k: h_{k+1} = h_k + m_k·f
     d = model.head(h, ctx)                       # the prediction D from h_K
 
@@ -20,12 +20,21 @@ own prefix.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 
+class Shared(NamedTuple):
+    """A context entry common to every row (e.g. an embedding table): kept whole when rows are split."""
+    value: Any
+
+
 def _rows(tree, start: int, stop: int | None = None):
-    return jax.tree_util.tree_map(lambda a: a[start:stop] if jnp.ndim(a) > 0 else a, tree)
+    """The rows start:stop of every per-row array in a context; Shared entries stay whole."""
+    return jax.tree_util.tree_map(lambda a: a if isinstance(a, Shared) else a[start:stop] if jnp.ndim(a) > 0 else a,
+                                  tree, is_leaf=lambda a: isinstance(a, Shared))
 
 
 def first_dropped(mask: jax.Array) -> jax.Array:
