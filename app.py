@@ -7,25 +7,30 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+import contourpy
 import jax
-import matplotlib
+import numpy as np
+import pandas as pd
+import streamlit as st
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from toy.diffusion import SamplerConfig, sample  # noqa: E402
-from toy.errors import ToyError  # noqa: E402
-from toy.guidance import EXACT_METHODS, METHODS, GuidanceConfig  # noqa: E402
-from toy.metrics import METRICS, evaluate  # noqa: E402
-from toy.mixtures import PRESETS, from_dict, get_preset  # noqa: E402
-from toy.nets import ExactDenoiser  # noqa: E402
-from toy.train import train_models  # noqa: E402
+from toy.diffusion import SamplerConfig, sample
+from toy.errors import ToyError
+from toy.guidance import EXACT_METHODS, METHODS, GuidanceConfig
+from toy.metrics import METRICS, evaluate
+from toy.mixtures import PRESETS, from_dict, get_preset
+from toy.nets import ExactDenoiser
+from toy.train import train_models
 
 EXAMPLE = {"classes": [{"weights": [1, 1], "means": [[-3, 0], [3, 0]], "covs": [[[1, 0], [0, 1]], [[0.5, 0], [0, 2]]]},
                        {"weights": [1], "means": [[0, 2]], "covs": [[[1, 0.3], [0.3, 1]]]}],
@@ -40,34 +45,63 @@ EXPLAIN = {
     "s2-naive": r"Naive S² (Eq. 3): CFG $-\ \frac{\omega}{N}\sum_i (\hat D_c(m_i) - D_c)$, N random sub-networks per step.",
     "s2": r"S²-Guidance (Eq. 4, Alg. 1): CFG $-\ \omega (\hat D_c(m_t) - D_c)$ with one fresh mask per step.",
     "fixed-block": r"As S² with one fixed dropped block for every step (paper Fig. 7c/d).",
+    "cfg++": r"CFG++: the CFG estimate with $\lambda \in [0, 1]$ (fixed at 0.6 here), renoised with $D_\varnothing$'s "
+             "noise (a first-order step).",
+    "cfg-zero*": r"CFG-Zero*: CFG on $\epsilon$ with the unconditional branch rescaled by "
+                 r"$s^* = \langle\epsilon_c, \epsilon_\varnothing\rangle / \|\epsilon_\varnothing\|^2$; the first step is zeroed.",
+    "apg": r"Adaptive projected guidance: the guidance update $D_c - D_\varnothing$ with momentum, its norm capped "
+           "and its component parallel to $D_c$ removed.",
+    "guidance-interval": r"Guidance interval: CFG only for $\sigma \in (0.28, 5.42]$, plain $D_c$ elsewhere.",
 }
 
-# Process-wide caches: a model set per mixture, a parsed custom mixture per JSON text. Both keep
-# object identity stable across reruns, so the jitted samplers never recompile for a slider move.
-_MODELS: dict = {}
-_CUSTOM: dict = {}
+# Streamlit re-executes this script on every widget move, so module globals do not survive a rerun:
+# the caches live in one st.cache_resource dict instead (shared by sessions, keyed by content, never
+# by object identity). Models, exact reference samples and density grids are made once; each
+# method's samples, scores and rendered column are keyed by the fields that method reads
+# (GuidanceConfig.canonical), so moving ω reruns S² alone and a slider move never recompiles.
+@st.cache_resource(show_spinner=False)
+def _store() -> dict:
+    return {"custom": {}, "models": {}, "refs": {}, "grids": {}, "runs": {}, "columns": {}, "canvases": {}}
+
+
+@st.cache_resource(show_spinner=False)
+def _pool() -> ThreadPoolExecutor:
+    # One worker per core (at least two): each sampler releases the GIL while XLA runs, so methods
+    # sample side by side and the main thread draws finished columns meanwhile.
+    return ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="toy-sampler")
+
+
+def _cached(cache: dict, key, make, limit: int = 64):
+    if key not in cache:
+        value = make()
+        if len(cache) >= limit:
+            cache.pop(next(iter(cache)))      # oldest first
+        cache[key] = value
+    return cache[key]
 
 
 def mixture_from_controls(preset: str, custom_text: str):
+    """(mixture, name for the model cache, content key for the app caches)."""
     if preset != "custom":
-        return get_preset(preset), preset
-    if custom_text not in _CUSTOM:
+        return get_preset(preset), preset, preset
+
+    def parse():
         try:
             spec = json.loads(custom_text)
         except json.JSONDecodeError as e:
             raise ToyError(f"the custom mixture is not valid JSON: {e}") from None
-        _CUSTOM[custom_text] = from_dict(spec, name="custom")
-    return _CUSTOM[custom_text], "custom"
+        return from_dict(spec, name="custom")
+    return _cached(_store()["custom"], custom_text, parse), "custom", ("custom", custom_text)
 
 
-def models_for(mixture, name):
-    if id(mixture) not in _MODELS:
+def models_for(mixture, name, mkey):
+    def make():
         bar = st.progress(0.0, text="Training the main and weak models once (cached on disk afterwards)…")
         models = train_models(name, quick=True, mixture=mixture,
                               progress=lambda f, text: bar.progress(min(max(f, 0.0), 1.0), text=f"Training: {text}"))
         bar.empty()
-        _MODELS[id(mixture)] = (mixture, models)
-    return _MODELS[id(mixture)][1]
+        return models
+    return _cached(_store()["models"], mkey, make, limit=16)
 
 
 def controls():
@@ -97,89 +131,145 @@ def controls():
                               key="interval", help="S² acts only in this part of the sampler; CFG elsewhere.")
     c["weak"] = sb.radio("Autoguidance weak model", ["small", "early"], key="weak", horizontal=True)
     sb.header("Sampler")
-    c["steps"] = sb.slider("Steps (Heun)", 4, 128, 32, key="steps")
+    c["steps"] = sb.slider("Steps (Heun)", 4, 128, 24, key="steps",
+                           help="24 Heun steps (47 network evaluations): their discretisation error is a fraction "
+                                "of the sampling noise of 1000 samples (README, The app).")
     c["samples"] = sb.select_slider("Samples", [200, 500, 1000, 2000, 5000, 10000, 20000], 1000, key="samples",
                                     help="Per method. More samples: smoother plots, slower redraws.")
     c["seed"] = int(sb.number_input("Seed", 0, 1_000_000, 0, key="seed"))
     return c
 
 
-_GRIDS: dict = {}
-_REFS: dict = {}
+TRAJ_N = 40          # trajectories drawn per method
 
 
-def reference(mixture, label, seed, n):
+def reference(mkey, mixture, label, seed, n):
     """Exact samples to show, exact reference samples to score against, and the scores of the
     first: they depend on neither λ nor ω, so a slider move reuses them."""
-    k = (id(mixture), label, seed, n)
-    if k not in _REFS:
-        if len(_REFS) > 32:
-            _REFS.clear()
+    def make():
         target, key = mixture.cond(label), jax.random.key(seed)
         truth = np.asarray(target.sample(jax.random.fold_in(key, 2), n))                         # [n, d]
         ref = np.asarray(target.sample(jax.random.fold_in(key, 1), max(n, 2000)))                 # [m, d]
-        _REFS[k] = (truth, ref, evaluate(truth, target, ref, num_projections=64, max_points=600))
-    return _REFS[k]
+        return truth, ref, evaluate(truth, target, ref, num_projections=64, max_points=600)
+    return _cached(_store()["refs"], (mkey, label, seed, n), make, limit=32)
 
 
-def density_grid(mixture, label):
-    """The plot window and the true density on a grid, once per mixture and class."""
-    k = (id(mixture), label)
-    if k not in _GRIDS:
+def density_grid(mkey, mixture, label):
+    """The plot window and the true density, once per mixture and class: in 1D the pdf on a grid,
+    in 2D the contour lines of log p (computed once, drawn as one line collection)."""
+    def make():
         target = mixture.cond(label)
         x = np.asarray(target.sample(jax.random.key(0), 20000))                               # [20000, d]
         lo, hi = x.min(0) - 1.5, x.max(0) + 1.5
         if mixture.dim == 1:
-            grid = np.linspace(lo[0], hi[0], 400)[:, None].astype(np.float32)
-            _GRIDS[k] = (float(lo[0]), float(hi[0]), grid[:, 0], np.asarray(target.pdf(grid)))
-        else:
-            gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 120), np.linspace(lo[1], hi[1], 120))
-            pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
-            _GRIDS[k] = (lo, hi, (gx, gy), np.asarray(target.logp(pts)).reshape(gx.shape))
-    return _GRIDS[k]
+            grid = np.linspace(lo[0], hi[0], 400)[:, None].astype(np.float32)                   # [400, 1]
+            return {"lo": float(lo[0]), "hi": float(hi[0]), "x": grid[:, 0], "pdf": np.asarray(target.pdf(grid))}
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 120), np.linspace(lo[1], hi[1], 120))   # [120, 120] ×2
+        pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)                        # [14400, 2]
+        lp = np.asarray(target.logp(pts), np.float64).reshape(gx.shape)                       # [120, 120]
+        gen = contourpy.contour_generator(gx, gy, lp)
+        lines = [seg for level in np.linspace(lp.max() - 12, lp.max(), 7) for seg in gen.lines(level)]
+        return {"lo": lo, "hi": hi, "contours": lines}
+    return _cached(_store()["grids"], (mkey, label), make, limit=32)
 
 
-def draw(mixture, label, results, truth, traj_n=40):
-    """Row 1: samples over the true density; row 2: denoising trajectories (paper Fig. 9)."""
-    names = ["truth"] + list(results)
-    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 6.0), squeeze=False)
-    d = mixture.dim
-    if d == 1:
-        lo, hi, grid, pdf = density_grid(mixture, label)
-        grid = grid[:, None]
-    else:
-        lo, hi, (gx, gy), lp = density_grid(mixture, label)
-    for j, name in enumerate(names):
-        ax, axt = axes[0, j], axes[1, j]
-        x = truth if name == "truth" else results[name]["x"]
-        ax.set_title(name, fontsize=10)
-        if d == 1:
-            ax.hist(np.clip(x[:, 0], lo, hi), bins=80, range=(lo, hi), density=True, color="C0", alpha=0.6,
-                    histtype="stepfilled")
-            ax.plot(grid[:, 0], pdf, "k", lw=1.2)
-            ax.set_xlim(lo, hi)
+def run_method(main_d, weak, gcfg, scfg, seed, n, label, target, ref):
+    """One method, in a worker thread: samples, the first TRAJ_N trajectories and the scores, or
+    the ToyError that explains why it cannot run (shown inline, never a traceback)."""
+    try:
+        r = sample(main_d, gcfg, scfg, jax.random.fold_in(jax.random.key(seed), 3), n, label, weak=weak,
+                   return_trajectory=True)
+    except ToyError as e:
+        return e
+    x = np.asarray(r.x)                                                                        # [n, d]
+    traj = np.asarray(r.trajectory)[:, :TRAJ_N].copy()                                        # [T + 1, m, d]
+    return {"x": x, "trajectory": traj, "metrics": evaluate(x, target, ref, num_projections=64, max_points=600)}
+
+
+COL_W, COL_H, DPI = 3.2, 6.0, 80
+
+
+class ColumnCanvas:
+    """One method's column, samples over the true density (top) and denoising trajectories (bottom,
+    paper Fig. 9), rendered to an RGBA array. One figure per data dimension is kept and only its
+    artists' data change between renders: building axes and ticks anew costs as much again."""
+
+    def __init__(self, dim: int):
+        self.dim, self.lock = dim, threading.Lock()
+        self.fig = Figure(figsize=(COL_W, COL_H), dpi=DPI)
+        FigureCanvasAgg(self.fig)
+        self.ax, self.axt = self.fig.subplots(2, 1)
+        self.title = self.ax.set_title("", fontsize=10)
+        if dim == 1:
+            self.hist = self.ax.stairs(np.zeros(1), np.arange(2.0), fill=True, color="C0", alpha=0.6)
+            self.curve, = self.ax.plot([], [], "k", lw=1.2)
+            self.axt.set_xlabel("sampler step")
+            self.axt.set_ylabel("x")
         else:
-            ax.contour(gx, gy, lp, levels=np.linspace(lp.max() - 12, lp.max(), 7), colors="k", linewidths=0.5)
-            ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.3, color="C0")
-            ax.set_xlim(lo[0], hi[0])
-            ax.set_ylim(lo[1], hi[1])
-        if name == "truth":
-            axt.axis("off")
-            axt.text(0.5, 0.5, "exact samples\nno trajectory", ha="center", va="center", transform=axt.transAxes)
-            continue
-        tr = results[name]["trajectory"][:, :traj_n]                               # [T + 1, m, d]
-        if d == 1:
-            axt.plot(np.arange(tr.shape[0]), tr[:, :, 0], lw=0.6, alpha=0.6)
-            axt.set_ylim(lo - 4, hi + 4)
-            axt.set_xlabel("sampler step")
-            axt.set_ylabel("x")
-        else:
-            axt.contour(gx, gy, lp, levels=np.linspace(lp.max() - 12, lp.max(), 7), colors="k", linewidths=0.4)
-            axt.plot(tr[1:, :, 0], tr[1:, :, 1], lw=0.6, alpha=0.6)
-            axt.set_xlim(lo[0], hi[0])
-            axt.set_ylim(lo[1], hi[1])
-    fig.subplots_adjust(left=0.05, right=0.99, top=0.94, bottom=0.08, wspace=0.25, hspace=0.25)
-    return fig
+            self.contours = [LineCollection([], colors="k", linewidths=lw) for lw in (0.5, 0.4)]
+            self.ax.add_collection(self.contours[0])
+            self.axt.add_collection(self.contours[1])
+            self.points = self.ax.scatter(np.zeros(1), np.zeros(1), s=2, alpha=0.3, color="C0")
+        self.paths = LineCollection([], linewidths=0.6, alpha=0.6)
+        self.axt.add_collection(self.paths)
+        self.note = self.axt.text(0.5, 0.5, "exact samples\nno trajectory", ha="center", va="center",
+                                  transform=self.axt.transAxes)
+        for a in (self.ax, self.axt):
+            a.xaxis.set_major_locator(MaxNLocator(5))
+            a.yaxis.set_major_locator(MaxNLocator(5))
+        self.fig.subplots_adjust(left=0.2, right=0.96, top=0.94, bottom=0.08, hspace=0.25)
+
+    def render(self, name: str, x: np.ndarray, traj: np.ndarray | None, grid: dict) -> np.ndarray:
+        """x: [n, d] samples; traj: [T + 1, m, d] trajectories, or None for exact samples."""
+        with self.lock:
+            self.title.set_text(name)
+            lo, hi = grid["lo"], grid["hi"]
+            if self.dim == 1:
+                counts, edges = np.histogram(np.clip(x[:, 0], lo, hi), bins=80, range=(lo, hi), density=True)
+                self.hist.set_data(counts, edges)
+                self.curve.set_data(grid["x"], grid["pdf"])
+                self.ax.set_xlim(lo, hi)
+                self.ax.set_ylim(0, 1.08 * max(counts.max(), grid["pdf"].max()))
+            else:
+                for lc in self.contours:
+                    lc.set_segments(grid["contours"])
+                self.points.set_offsets(x)
+                for a in (self.ax, self.axt):
+                    a.set_xlim(lo[0], hi[0])
+                    a.set_ylim(lo[1], hi[1])
+            self.note.set_visible(traj is None)
+            if traj is None:
+                self.axt.set_axis_off()
+                self.paths.set_segments([])
+                if self.dim == 2:
+                    self.contours[1].set_segments([])
+            else:
+                self.axt.set_axis_on()
+                T1, m = traj.shape[0], traj.shape[1]
+                if self.dim == 1:
+                    steps = np.broadcast_to(np.arange(T1, dtype=np.float64)[:, None], (T1, m))   # [T + 1, m]
+                    lines = np.stack([steps, traj[:, :, 0]], -1).transpose(1, 0, 2)             # [m, T + 1, 2]
+                    self.axt.set_xlim(0, T1 - 1)
+                    self.axt.set_ylim(lo - 4, hi + 4)
+                else:
+                    lines = traj[1:].transpose(1, 0, 2)                                          # [m, T, 2]
+                self.paths.set_segments(lines)
+                self.paths.set_color([f"C{i % 10}" for i in range(m)])
+            self.fig.canvas.draw()
+            return np.asarray(self.fig.canvas.buffer_rgba()).copy()                              # [H, W, 4]
+
+
+def draw_column(name: str, x: np.ndarray, traj: np.ndarray | None, grid: dict, dim: int) -> np.ndarray:
+    canvases = _store()["canvases"]
+    if dim not in canvases:
+        canvases[dim] = ColumnCanvas(dim)
+    return canvases[dim].render(name, x, traj, grid)
+
+
+def to_png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def main():
@@ -190,7 +280,7 @@ def main():
     c = controls()
     t0 = time.perf_counter()
     try:
-        mixture, name = mixture_from_controls(c["preset"], c["custom"])
+        mixture, name, mkey = mixture_from_controls(c["preset"], c["custom"])
     except ToyError as e:
         st.error(f"Invalid custom mixture: {e}")
         return
@@ -209,57 +299,71 @@ def main():
                    f"{', '.join(EXACT_METHODS)} only. Switch the denoiser to 'trained network' to see them.")
     if not methods:
         return
-    models = None if exact else models_for(mixture, name)
+    models = None if exact else models_for(mixture, name, mkey)
     main_d = ExactDenoiser(mixture) if exact else models["main"]
     gbase = GuidanceConfig(scale=c["scale"], s2_scale=c["s2_scale"], num_drop=c["num_drop"],
                            interval=tuple(c["interval"]), num_masks=c["num_masks"],
                            fixed_blocks=(c["fixed_block"],))
     scfg = SamplerConfig(steps=c["steps"])
-    key = jax.random.key(c["seed"])
+    n, seed = c["samples"], c["seed"]
     target = mixture.cond(label)
-    truth, ref, truth_metrics = reference(mixture, label, c["seed"], c["samples"])
-    timing = {"sampling": 0.0, "metrics": 0.0}
+    truth, ref, truth_metrics = reference(mkey, mixture, label, seed, n)
+    grid = density_grid(mkey, mixture, label)
+    store, timing = _store(), {"sampling": 0.0, "plotting": 0.0}
+
+    # Launch every method not in the cache, then collect in order and draw each column as it lands.
+    keys, pending = {}, {}
+    for m in methods:
+        gcfg = replace(gbase, method=m)
+        keys[m] = (mkey, label, exact, gcfg.canonical(), scfg, n, seed, c["weak"] if m == "autoguidance" else None)
+        if keys[m] not in store["runs"]:
+            pending[m] = _pool().submit(run_method, main_d, None if exact else models[c["weak"]], gcfg, scfg,
+                                        seed, n, label, target, ref)
+    t = time.perf_counter()
+    columns = [_cached(store["columns"], (mkey, label, n, seed, "truth"),
+                       lambda: draw_column("truth", truth, None, grid, mixture.dim))]
+    timing["plotting"] += time.perf_counter() - t
     results, rows = {}, {"truth": truth_metrics}
     for m in methods:
         t = time.perf_counter()
-        try:
-            gcfg = replace(gbase, method=m)
-            r = sample(main_d, gcfg, scfg, jax.random.fold_in(key, 3), c["samples"], label,
-                       weak=None if exact else models[c["weak"]], return_trajectory=True)
-        except ToyError as e:
-            st.error(f"{m}: {e}")
-            continue
-        results[m] = {"x": np.asarray(r.x), "trajectory": np.asarray(r.trajectory)}
+        if m in pending:
+            _cached(store["runs"], keys[m], pending[m].result, limit=256)
+        r = store["runs"][keys[m]]
         timing["sampling"] += time.perf_counter() - t
+        if isinstance(r, ToyError):
+            st.error(f"{m}: {r}")
+            continue
+        results[m], rows[m] = r, r["metrics"]
         t = time.perf_counter()
-        rows[m] = evaluate(results[m]["x"], target, ref, num_projections=64, max_points=600)
-        timing["metrics"] += time.perf_counter() - t
+        columns.append(_cached(store["columns"], keys[m], lambda: draw_column(m, r["x"], r["trajectory"], grid,
+                                                                                mixture.dim), limit=96))
+        timing["plotting"] += time.perf_counter() - t
     if not results:
         return
     t = time.perf_counter()
-    fig = draw(mixture, label, results, truth)
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=80)
-    plt.close(fig)
-    timing["plotting"] = time.perf_counter() - t
-    st.image(png.getvalue(), caption="Top: samples (blue) over the exact conditional density (black). "
-                                     "Bottom: sampler trajectories of 40 samples.")
+    png = to_png(np.concatenate(columns, axis=1))                                             # [H, W·cols, 4]
+    timing["plotting"] += time.perf_counter() - t
+    st.image(png, caption=f"Top: samples (blue) over the exact conditional density (black). "
+                          f"Bottom: sampler trajectories of {TRAJ_N} samples.")
     table = pd.DataFrame(rows).T[list(METRICS)]
     st.subheader("Distance to the exact target")
     st.dataframe(table.style.format("{:.4f}"), key="metrics")
     st.session_state["last_table"] = table
     settings = (f"{name}, class {label}, {'exact' if exact else 'trained'} denoiser, λ = {c['scale']}, "
                 f"ω = {c['s2_scale']}, {c['num_drop']} block(s) dropped, N = {c['num_masks']}, interval "
-                f"{tuple(c['interval'])}, {c['steps']} Heun steps, {c['samples']} samples, seed {c['seed']}")
+                f"{tuple(c['interval'])}, {c['steps']} Heun steps, {n} samples, seed {seed}")
     st.caption(f"Settings: {settings}. Rendered in {time.perf_counter() - t0:.2f} s "
-               f"({', '.join(f'{k} {v:.2f} s' for k, v in timing.items())}).")
+               f"({', '.join(f'{k} {v:.2f} s' for k, v in timing.items())}; "
+               f"{len(pending)} of {len(methods)} method(s) sampled anew, the rest reused).")
     for m in results:
         st.markdown(f"**{m}**: {EXPLAIN[m]}")
-    csv = pd.concat([pd.DataFrame(v["x"], columns=[f"x{i}" for i in range(mixture.dim)]).assign(method=k)
-                     for k, v in {"truth": {"x": truth}, **results}.items()]).to_csv(index=False)
+
+    def csv():
+        return pd.concat([pd.DataFrame(v["x"], columns=[f"x{i}" for i in range(mixture.dim)]).assign(method=k)
+                          for k, v in {"truth": {"x": truth}, **results}.items()]).to_csv(index=False)
     c1, c2, c3 = st.columns(3)
     c1.download_button("Samples (CSV)", csv, "samples.csv", "text/csv", key="dl_csv")
-    c2.download_button("Figure (PNG)", png.getvalue(), "figure.png", "image/png", key="dl_png")
+    c2.download_button("Figure (PNG)", png, "figure.png", "image/png", key="dl_png")
     c3.download_button("Metrics (JSON)", json.dumps({"settings": settings, "metrics": table.to_dict("index")},
                                                      indent=1), "metrics.json", "application/json", key="dl_json")
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from toy.guidance import EXACT_METHODS, METHODS
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
@@ -21,6 +23,12 @@ def table(at):
     return at.dataframe[0].value
 
 
+def resampled(at):
+    """How many methods the last rerun sampled anew (the rest came from the app's cache)."""
+    (cap,) = [c.value for c in at.caption if "sampled anew" in c.value]
+    return int(cap.split(" method(s) sampled anew")[0].rsplit("; ", 1)[1].split(" of ")[0])
+
+
 def rerun(at):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -34,10 +42,19 @@ def test_default_page_and_responses_to_lambda_and_omega(app):
     app.slider(key="lam").set_value(5.0)
     t1 = table(rerun(app))
     assert not np.allclose(t1.loc["cfg"], t0.loc["cfg"])           # λ moves CFG
+    assert resampled(app) == 3                                      # every method reads λ
     app.slider(key="omega").set_value(1.0)
     t2 = table(rerun(app))
     np.testing.assert_allclose(t2.loc["cfg"], t1.loc["cfg"])        # ω leaves CFG alone…
     assert not np.allclose(t2.loc["s2"], t1.loc["s2"])              # …and moves S²
+    assert resampled(app) == 1                                      # only S² was sampled again
+    app.slider(key="lam").set_value(3.0)
+    app.slider(key="omega").set_value(0.25)
+    np.testing.assert_array_equal(table(rerun(app)), t0)            # back to the defaults: the cached first page
+    assert resampled(app) == 0
+    app.slider(key="lam").set_value(5.0)
+    app.slider(key="omega").set_value(1.0)
+    rerun(app)
     app.slider(key="omega").set_value(0.0)
     t3 = table(rerun(app))
     np.testing.assert_allclose(t3.loc["s2"], t3.loc["cfg"], rtol=1e-3, atol=1e-3)   # ω = 0 is CFG
@@ -68,6 +85,11 @@ def test_exact_source_presets_and_custom_mixtures(app):
     app.radio(key="source").set_value("exact closed form")
     rerun(app)
     assert set(table(app).index) == {"truth", "cfg"} and len(app.warning) == 1      # mask methods skipped
+    app.multiselect(key="methods").set_value(list(METHODS))
+    rerun(app)
+    assert set(table(app).index) == {"truth", *EXACT_METHODS}                          # every baseline, explained
+    assert all(any(c.value.startswith(f"**{m}**") for c in app.markdown) for m in EXACT_METHODS)
+    app.multiselect(key="methods").set_value(["cfg", "autoguidance", "s2"])
     for preset in ["gmm2d", "tree2d"]:
         app.selectbox(key="preset").set_value(preset)
         rerun(app)
