@@ -61,7 +61,8 @@ EXPLAIN = {
 # (GuidanceConfig.canonical), so moving ω reruns S² alone and a slider move never recompiles.
 @st.cache_resource(show_spinner=False)
 def _store() -> dict:
-    return {"custom": {}, "models": {}, "refs": {}, "grids": {}, "runs": {}, "columns": {}, "canvases": {}}
+    return {"custom": {}, "models": {}, "refs": {}, "grids": {}, "runs": {}, "columns": {}, "canvases": {},
+            "lock": threading.Lock()}
 
 
 @st.cache_resource(show_spinner=False)
@@ -72,12 +73,19 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _cached(cache: dict, key, make, limit: int = 64):
-    if key not in cache:
-        value = make()
-        if len(cache) >= limit:
-            cache.pop(next(iter(cache)))      # oldest first
+    """cache[key], made on a miss; least recently used entries go first past `limit`. The lock
+    guards the dict (sessions rerun in parallel threads), not `make`, which may take long."""
+    lock = _store()["lock"]
+    with lock:
+        if key in cache:
+            cache[key] = cache.pop(key)       # most recently used last
+            return cache[key]
+    value = make()
+    with lock:
         cache[key] = value
-    return cache[key]
+        while len(cache) > limit:
+            cache.pop(next(iter(cache)))
+    return value
 
 
 def mixture_from_controls(preset: str, custom_text: str):
@@ -260,10 +268,12 @@ class ColumnCanvas:
 
 
 def draw_column(name: str, x: np.ndarray, traj: np.ndarray | None, grid: dict, dim: int) -> np.ndarray:
-    canvases = _store()["canvases"]
-    if dim not in canvases:
-        canvases[dim] = ColumnCanvas(dim)
-    return canvases[dim].render(name, x, traj, grid)
+    store = _store()
+    with store["lock"]:
+        if dim not in store["canvases"]:
+            store["canvases"][dim] = ColumnCanvas(dim)
+        canvas = store["canvases"][dim]
+    return canvas.render(name, x, traj, grid)
 
 
 def to_png(image: np.ndarray) -> bytes:
@@ -312,11 +322,13 @@ def main():
     store, timing = _store(), {"sampling": 0.0, "plotting": 0.0}
 
     # Launch every method not in the cache, then collect in order and draw each column as it lands.
-    keys, pending = {}, {}
+    keys, pending, got = {}, {}, {}
     for m in methods:
         gcfg = replace(gbase, method=m)
         keys[m] = (mkey, label, exact, gcfg.canonical(), scfg, n, seed, c["weak"] if m == "autoguidance" else None)
-        if keys[m] not in store["runs"]:
+        with store["lock"]:
+            got[m] = store["runs"].get(keys[m])
+        if got[m] is None:
             pending[m] = _pool().submit(run_method, main_d, None if exact else models[c["weak"]], gcfg, scfg,
                                         seed, n, label, target, ref)
     t = time.perf_counter()
@@ -327,8 +339,8 @@ def main():
     for m in methods:
         t = time.perf_counter()
         if m in pending:
-            _cached(store["runs"], keys[m], pending[m].result, limit=256)
-        r = store["runs"][keys[m]]
+            got[m] = _cached(store["runs"], keys[m], pending[m].result, limit=256)
+        r = got[m]
         timing["sampling"] += time.perf_counter() - t
         if isinstance(r, ToyError):
             st.error(f"{m}: {r}")

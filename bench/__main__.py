@@ -209,8 +209,9 @@ def markdown(r: dict) -> str:
         lines += ["", f"Training speed-up vs edm2: {r['train_speedup_vs_edm2']:.1f}× "
                       f"({t['iters']} iterations of batch {t['batch']} each)."]
     a, f = r.get("app_latency", {}), r.get("figures", {})
-    lines += ["", f"App slider → finished rerun: {a['median_s']:.2f} s median" if "median_s" in a else
-              f"App latency: {a.get('skipped', '–')}",
+    lines += ["", (f"App slider → finished rerun at the app's defaults: {a['median_s']:.2f} s median of the slowest "
+               f"slider (λ {a['slider_to_rerun']['lam']['median_s']:.2f} s, ω {a['slider_to_rerun']['omega']['median_s']:.2f} s)")
+              if "median_s" in a else f"App latency: {a.get('skipped', '–')}",
               (f"Full figure regeneration: {f['seconds']:.0f} s" + (f" (stored measurement, {f['stored']})" if "stored" in f
                                                                    else "")) if "seconds" in f else
               f"Figure regeneration: {f.get('skipped', '–')}"]

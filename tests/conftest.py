@@ -7,8 +7,16 @@ set is trained once per run by whichever worker needs it first and loaded by the
 import contextlib
 import fcntl
 import os
+import tempfile
 
 import pytest
+
+# One persistent XLA compilation cache for the whole run, shared by the xdist workers and every
+# subprocess they start (CLI runs, notebook kernels, the served app): a sampler compiled by one is
+# loaded by the others instead of compiled again. Set before anything imports jax.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"s2-toy-xla-{_RUN}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 
 @pytest.fixture(scope="session")
