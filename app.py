@@ -126,7 +126,7 @@ def controls():
                                         "positive-definite, weights > 0.")
     c["source"] = sb.radio("Denoiser", ["trained network", "exact closed form"], key="source",
                            help="The exact denoiser isolates guidance bias from model error; it has no "
-                                "blocks, so only none and CFG run on it.")
+                                "blocks or weak model, so none, CFG and the baselines run on it.")
     c["methods"] = sb.multiselect("Methods", list(METHODS), default=["cfg", "autoguidance", "s2"], key="methods")
     sb.header("Guidance")
     c["scale"] = sb.slider("Guidance scale λ", 0.0, 10.0, 3.0, 0.1, key="lam", help="λ = 1: no guidance.")
