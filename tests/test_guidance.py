@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from toy import guidance as G
+from toy.diffusion import SamplerConfig, sample
 from toy.errors import ToyError
 from toy.guidance import GuidanceConfig, guided_prediction
 from toy.nets import LearnedDenoiser, MLPConfig, init_model
@@ -196,7 +197,6 @@ def small_nets():
 def test_fields_a_method_does_not_read_do_not_change_its_samples(small_nets, method):
     # canonical() is a cache key (the app reuses a method's samples when only other fields move):
     # changing every field outside METHOD_PARAMS[method] must leave the samples bit-identical.
-    from toy.diffusion import SamplerConfig, sample
     main, weak = small_nets
     assert set(_ALT) | {"method", "shared_prefix"} == set(GuidanceConfig.__dataclass_fields__)
     base = GuidanceConfig(method=method)
@@ -210,7 +210,6 @@ def test_fields_a_method_does_not_read_do_not_change_its_samples(small_nets, met
 
 def test_fields_a_method_reads_change_its_samples(small_nets):
     # The other direction for the runtime fields: METHOD_PARAMS does not list a field a method ignores.
-    from toy.diffusion import SamplerConfig, sample
     main, weak = small_nets
     for method in ("cfg", "s2", "fixed-block"):
         base = GuidanceConfig(method=method)

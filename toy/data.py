@@ -10,6 +10,7 @@ downloaded unless asked (`download_cifar10`), and a download is checked against 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import os
@@ -230,10 +231,14 @@ class ImageData:
     def flat(self) -> np.ndarray:
         return self.images.reshape(len(self.images), -1)                     # [n, d]
 
+    @functools.cached_property
+    def sha(self) -> str:
+        """Digest of the images and labels, hashed once per dataset (train() asks for it twice)."""
+        return hashlib.sha256(self.images.tobytes() + self.labels.tobytes()).hexdigest()[:16]
+
     def to_dict(self) -> dict:
         """What identifies the data in a checkpoint's config."""
-        sha = hashlib.sha256(self.images.tobytes() + self.labels.tobytes()).hexdigest()[:16]
-        return {"name": self.name, "classes": list(self.classes), "shape": list(self.images.shape), "sha": sha}
+        return {"name": self.name, "classes": list(self.classes), "shape": list(self.images.shape), "sha": self.sha}
 
     def arrays(self) -> tuple[jax.Array, jax.Array]:
         return jnp.asarray(self.flat()), jnp.asarray(self.labels, jnp.int32)

@@ -264,8 +264,7 @@ def train(tcfg: TrainConfig, *, mixture: ConditionalMixture | None = None, folde
     if tcfg.snapshot:
         final["snapshot"] = snap
     checkpoint.save(path, final, config, {"losses": [float(v) for v in losses], "finished": True})
-    if state_path.exists():
-        state_path.unlink(missing_ok=True)    # another process may have finished the same run
+    state_path.unlink(missing_ok=True)        # gone already if another process finished the same run
     return TrainResult(LearnedDenoiser(graphdef, ema, mcfg),
                        LearnedDenoiser(graphdef, snap, mcfg) if tcfg.snapshot else None,
                        np.asarray(losses, np.float32), path, resumed_from, False)
