@@ -39,6 +39,9 @@ def test_default_page_and_responses_to_lambda_and_omega(app):
     t0 = table(app)
     assert set(t0.index) == {"truth", "cfg", "autoguidance", "s2"} and any(type(e).__name__ == "Image" for e in app.main)
     assert np.isfinite(t0.loc["cfg"].astype(float)).all()
+    buttons = {b.proto.label: b.proto for b in app.get("download_button")}
+    assert set(buttons) == {"Samples (CSV)", "Figure (PNG)", "Metrics (JSON)"}
+    assert buttons["Samples (CSV)"].deferred_file_id and buttons["Figure (PNG)"].url   # CSV built on click
     app.slider(key="lam").set_value(5.0)
     t1 = table(rerun(app))
     assert not np.allclose(t1.loc["cfg"], t0.loc["cfg"])           # λ moves CFG
