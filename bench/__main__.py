@@ -1,4 +1,4 @@
-"""The benchmark suite, measured side by side in one run on this machine (issue 7).
+"""The benchmark suite, measured side by side in one run on this machine.
 
     python -m bench [--quick] [--edm2 PATH] [--edm2-python PY] --json OUT.json [--md OUT.md]
 
@@ -33,9 +33,9 @@ from flax import nnx
 
 from toy.diffusion import SamplerConfig, sample
 from toy.guidance import MASK_METHODS, METHODS, GuidanceConfig
-from toy.mixtures import ConditionalMixture, GaussianMixture, _branches
+from toy.mixtures import ConditionalMixture, GaussianMixture, tree_branches
 from toy.nets import LearnedDenoiser, MLPConfig, init_model, param_count
-from toy.train import TrainConfig, _make_chunk_fn, _optimizer, model_config
+from toy.train import TrainConfig, chunk_runner, init_state, model_config, optimizer
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,7 +106,7 @@ def bench_sampling(n: int, steps: int, repeats: int, solver: str = "heun") -> di
 def deep_tree() -> ConditionalMixture:
     """One class: our tree2d recursion taken to depth 7 with 4 pieces a segment (1,020 thin
     Gaussians), so that the exact-score target costs what edm2's 1,016-component tree costs."""
-    return ConditionalMixture((GaussianMixture(*_branches((0.0, -5.0), np.pi / 2, 4.0, 7, 0.5, 0.12, pieces=4)),),
+    return ConditionalMixture((GaussianMixture(*tree_branches((0.0, -5.0), np.pi / 2, 4.0, 7, 0.5, 0.12, pieces=4)),),
                               np.array([1.0]), ("tree",), "deep-tree")
 
 
@@ -118,16 +118,13 @@ def bench_train_toy(iters: int, batch: int, repeats: int) -> dict:
                        warmup=0).validate()
     model = init_model(model_config(tcfg, mix), 0)
     graphdef, params = nnx.split(model)
-    tx = _optimizer(tcfg)
-    run = _make_chunk_fn(tcfg, mix, graphdef, tx)
-    opt_state = tx.init(params)
-    key = jax.random.key(0)
-    secs = _interleaved({"toy": lambda: jax.block_until_ready(run(params, params, opt_state, key, 0))}, repeats)["toy"]
+    tx = optimizer(tcfg)
+    run = chunk_runner(tcfg, mix, graphdef, tx)
+    state = init_state(params, tx)
+    secs = _interleaved({"toy": lambda: jax.block_until_ready(run(state, None, iters))}, repeats)["toy"]
 
     # FLOPs of one step: the same loss and update, without the scan.
-    one = TrainConfig(**{**tcfg.to_dict(), "chunk": 1, "steps": iters})
-    run1 = _make_chunk_fn(one, mix, graphdef, tx)
-    step_flops = _flops(lambda p, o: run1(p, p, o, key, 0), params, opt_state)
+    step_flops = _flops(lambda s: run(s, None, 1), state)
     return {"iters": iters, "batch": batch, "seconds": secs, "steps_per_s": iters / secs,
             "samples_per_s": iters * batch / secs, "params": param_count(model),
             "gt_components": int(sum(c.means.shape[0] for c in mix.classes)),

@@ -37,8 +37,9 @@ def synthetic_archive(path: Path, per_batch: int = 10_000, seed: int = 0) -> Pat
 
 
 def main(argv=None) -> int:
-    from toy.data import load_dataset
-    from toy.images import ImageConfig, LABELS, TABLE_METHODS, generate, model_configs
+    from toy.guidance import label
+    from toy.images.data import load_dataset
+    from toy.images.pipeline import TABLE_METHODS, ImageConfig, generate, model_configs
     from toy.train import train
 
     p = argparse.ArgumentParser(prog="python -m bench.images_gpu", description=__doc__.splitlines()[0])
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         generate(models, m, a.n, 0, icfg_m, 1)
         s = time.perf_counter() - t
         res["sampling"][m] = {"seconds": s, "images_per_s": a.n / s}
-        print(f"{LABELS[m]:<18} {a.n / s:8.1f} images/s (32 Heun steps)", flush=True)
+        print(f"{label(m):<18} {a.n / s:8.1f} images/s (32 Heun steps)", flush=True)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

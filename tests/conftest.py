@@ -41,8 +41,8 @@ def trained(cache_dir):
     def get(name):
         with locked(cache_dir, name):
             if name == "images":
-                from toy.data import load_digits
-                from toy.images import quick_config, train_image_models
+                from toy.images.data import load_digits
+                from toy.images.pipeline import quick_config, train_image_models
                 return train_image_models(quick_config(), load_digits(), folder=cache_dir, progress=False)
             from toy.train import train_models
             return train_models(name, quick=True, folder=cache_dir, progress=False)

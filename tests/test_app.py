@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from toy.guidance import EXACT_METHODS, METHODS
+from toy.guidance import EXACT_METHODS, METHODS, label
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -37,19 +37,19 @@ def rerun(at):
 
 def test_default_page_and_responses_to_lambda_and_omega(app):
     t0 = table(app)
-    assert set(t0.index) == {"truth", "cfg", "autoguidance", "s2"} and any(type(e).__name__ == "Image" for e in app.main)
-    assert np.isfinite(t0.loc["cfg"].astype(float)).all()
+    assert set(t0.index) == {"exact samples", "CFG", "Autoguidance", "S²"} and any(type(e).__name__ == "Image" for e in app.main)
+    assert np.isfinite(t0.loc["CFG"].astype(float)).all()
     buttons = {b.proto.label: b.proto for b in app.get("download_button")}
     assert set(buttons) == {"Samples (CSV)", "Figure (PNG)", "Metrics (JSON)"}
     assert buttons["Samples (CSV)"].deferred_file_id and buttons["Figure (PNG)"].url   # CSV built on click
     app.slider(key="lam").set_value(5.0)
     t1 = table(rerun(app))
-    assert not np.allclose(t1.loc["cfg"], t0.loc["cfg"])           # λ moves CFG
+    assert not np.allclose(t1.loc["CFG"], t0.loc["CFG"])           # λ moves CFG
     assert resampled(app) == 3                                      # every method reads λ
     app.slider(key="omega").set_value(1.0)
     t2 = table(rerun(app))
-    np.testing.assert_allclose(t2.loc["cfg"], t1.loc["cfg"])        # ω leaves CFG alone…
-    assert not np.allclose(t2.loc["s2"], t1.loc["s2"])              # …and moves S²
+    np.testing.assert_allclose(t2.loc["CFG"], t1.loc["CFG"])        # ω leaves CFG alone…
+    assert not np.allclose(t2.loc["S²"], t1.loc["S²"])              # …and moves S²
     assert resampled(app) == 1                                      # only S² was sampled again
     app.slider(key="lam").set_value(3.0)
     app.slider(key="omega").set_value(0.25)
@@ -60,11 +60,11 @@ def test_default_page_and_responses_to_lambda_and_omega(app):
     rerun(app)
     app.slider(key="omega").set_value(0.0)
     t3 = table(rerun(app))
-    np.testing.assert_allclose(t3.loc["s2"], t3.loc["cfg"], rtol=1e-3, atol=1e-3)   # ω = 0 is CFG
+    np.testing.assert_allclose(t3.loc["S²"], t3.loc["CFG"], rtol=1e-3, atol=1e-3)   # ω = 0 is CFG
     app.slider(key="lam").set_value(1.0)
     app.multiselect(key="methods").set_value(["none", "cfg"])
     t4 = table(rerun(app))
-    np.testing.assert_allclose(t4.loc["cfg"], t4.loc["none"], rtol=1e-3, atol=1e-3)  # λ = 1 is conditional
+    np.testing.assert_allclose(t4.loc["CFG"], t4.loc["no guidance"], rtol=1e-3, atol=1e-3)  # λ = 1 is conditional
 
 
 def test_every_widget_at_its_extremes(app):
@@ -87,19 +87,21 @@ def test_every_widget_at_its_extremes(app):
 def test_exact_source_presets_and_custom_mixtures(app):
     app.radio(key="source").set_value("exact closed form")
     rerun(app)
-    assert set(table(app).index) == {"truth", "cfg"} and len(app.warning) == 1      # mask methods skipped
+    # on the exact denoiser Autoguidance and S² use the ideal weak model (the truth blurred by δ)
+    assert set(table(app).index) == {"exact samples", "CFG", "Autoguidance", "S²"} and not app.warning
     app.multiselect(key="methods").set_value(list(METHODS))
     rerun(app)
-    assert set(table(app).index) == {"truth", *EXACT_METHODS}                          # every baseline, explained
-    assert all(any(c.value.startswith(f"**{m}**") for c in app.markdown) for m in EXACT_METHODS)
+    assert len(app.warning) == 1                                                        # naive and fixed-block S² skipped
+    assert set(table(app).index) == {"exact samples", *map(label, EXACT_METHODS)}      # every baseline, explained
+    assert all(any(c.value.startswith(f"**{label(m)}**") for c in app.markdown) for m in EXACT_METHODS)
     app.multiselect(key="methods").set_value(["cfg", "autoguidance", "s2"])
     for preset in ["gmm2d", "tree2d"]:
         app.selectbox(key="preset").set_value(preset)
         rerun(app)
-        assert len(table(app)) == 2
+        assert len(table(app)) == 4
     app.selectbox(key="preset").set_value("custom")
     rerun(app)
-    assert len(table(app)) == 2
+    assert len(table(app)) == 4
     app.text_area(key="custom").set_value('{"classes": [{"weights": [1], "means": [[0, 0]], "covs": [[[1, 2], [2, 1]]]}]}')
     rerun(app)
     assert len(app.error) == 1 and "positive definite" in app.error[0].value

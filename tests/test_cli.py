@@ -52,7 +52,8 @@ def test_compare_writes_table_and_json(gmm1d_models, cache_dir, tmp_path, capsys
     assert code == 0
     res = json.loads(out.read_text())
     assert res["preset"] == "gmm1d" and res["settings"]["seeds"] == [0, 1] and res["settings"]["guidance_scale"] == 3
-    rows = {"none", "cfg", "autoguidance", "s2", "s2-naive", "fixed-block", "none[exact]", "cfg[exact]", "truth"}
+    rows = {"none", "cfg", "autoguidance", "s2", "s2-naive", "fixed-block", "none[exact]", "cfg[exact]",
+            "autoguidance[exact]", "s2[exact]", "truth"}
     assert set(res["methods"]) == rows
     for name in rows:
         assert name in table
@@ -66,4 +67,4 @@ def test_compare_writes_table_and_json(gmm1d_models, cache_dir, tmp_path, capsys
 def test_train_command_loads_cached_models(gmm1d_models, cache_dir, capsys):
     assert main(["train", "--preset", "gmm1d", "--quick", "--cache-dir", str(cache_dir)]) == 0
     out = capsys.readouterr().out
-    assert out.count("loaded") == 2 and "early" in out
+    assert out.count("loaded") == 3 and "early" in out and "blockdrop" in out

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from toy import data as D
+from toy.images import data as D
 
 
 def _batch(rng, n):

@@ -10,7 +10,7 @@ from toy.diffusion import SamplerConfig, edm_sigmas, sample
 from toy.errors import NonFiniteError, ToyError
 from toy.guidance import GuidanceConfig
 from toy.mixtures import get_preset
-from toy.nets import ExactDenoiser
+from toy.nets import ExactDenoiser, LearnedDenoiser, MLPConfig, init_model
 
 N = 4000
 
@@ -91,9 +91,10 @@ def test_sampler_validation(exact1d):
     with pytest.raises(ToyError, match="solver"):
         sample(D, GuidanceConfig(), SamplerConfig(solver="rk4"), jax.random.key(0), 10, 0)
     with pytest.raises(ToyError, match="exact"):
-        sample(D, GuidanceConfig(method="s2"), SamplerConfig(), jax.random.key(0), 10, 0)
+        sample(D, GuidanceConfig(method="s2-naive"), SamplerConfig(), jax.random.key(0), 10, 0)
+    net = LearnedDenoiser.from_model(init_model(MLPConfig(dim=1, width=8, num_blocks=2)))
     with pytest.raises(ToyError, match="weak model"):
-        sample(D, GuidanceConfig(method="autoguidance"), SamplerConfig(), jax.random.key(0), 10, 0)
+        sample(net, GuidanceConfig(method="autoguidance"), SamplerConfig(), jax.random.key(0), 10, 0)
 
 
 @pytest.mark.parametrize("method,kw", [("apg", {}), ("guidance-interval", {}), ("cfg-zero*", {"zero_init_steps": 0})])

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toy.data import load_digits
-from toy.dit import DIT_SIZES, DiTConfig, dit_config, init_dit
+from toy.images.data import load_digits
+from toy.images.dit import DIT_SIZES, DiTConfig, dit_config, init_dit
 from toy.errors import ToyError
 from toy.nets import LearnedDenoiser, param_count
 from toy.train import TrainConfig, train
@@ -103,8 +103,8 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
 
 DP_SCRIPT = r"""
 import json, jax
-from toy.data import load_digits
-from toy.dit import DiTConfig
+from toy.images.data import load_digits
+from toy.images.dit import DiTConfig
 from toy.train import TrainConfig, train
 data = load_digits()
 tcfg = TrainConfig(preset="images-digits", width=16, num_blocks=2, steps=20, batch=16, warmup=2, chunk=10)

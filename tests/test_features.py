@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from toy import features as F
+from toy.images import features as F
 from toy.errors import ToyError
 
 

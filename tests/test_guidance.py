@@ -74,10 +74,16 @@ def test_invalid_settings_name_the_parameter(kwargs, needle):
 def test_structural_errors():
     with pytest.raises(ToyError, match="no droppable block"):
         GuidanceConfig(method="s2", exclude=(0,)).validate(1)
-    with pytest.raises(ToyError, match="exact"):
-        GuidanceConfig(method="s2").validate(0)
+    for method in ("s2-naive", "fixed-block"):             # no ideal-weak-model form on the exact denoiser
+        with pytest.raises(ToyError, match="exact"):
+            GuidanceConfig(method=method).validate(0)
+    GuidanceConfig(method="s2").validate(0)                 # S² on the exact denoiser: the ideal weak model
     with pytest.raises(ToyError, match="fixed block"):
         GuidanceConfig(method="fixed-block", fixed_blocks=(9,)).validate(8)
+    # structural checks apply to the fields a method reads only: fixed-block never reads `exclude`
+    GuidanceConfig(method="fixed-block", exclude=tuple(range(8))).validate(8)
+    with pytest.raises(ToyError, match="no droppable block"):
+        GuidanceConfig(method="s2", exclude=tuple(range(8))).validate(8)
 
 
 @pytest.fixture(scope="module")
@@ -196,11 +202,11 @@ def small_nets():
 @pytest.mark.parametrize("method", G.METHODS)
 def test_fields_a_method_does_not_read_do_not_change_its_samples(small_nets, method):
     # canonical() is a cache key (the app reuses a method's samples when only other fields move):
-    # changing every field outside METHOD_PARAMS[method] must leave the samples bit-identical.
+    # changing every field outside REGISTRY[method].params must leave the samples bit-identical.
     main, weak = small_nets
     assert set(_ALT) | {"method", "shared_prefix"} == set(GuidanceConfig.__dataclass_fields__)
     base = GuidanceConfig(method=method)
-    other = GuidanceConfig(method=method, **{f: v for f, v in _ALT.items() if f not in G.METHOD_PARAMS[method]})
+    other = GuidanceConfig(method=method, **{f: v for f, v in _ALT.items() if f not in G.REGISTRY[method].params})
     assert other != base and other.canonical() == base.canonical()
 
     def draw(g):
@@ -209,12 +215,12 @@ def test_fields_a_method_does_not_read_do_not_change_its_samples(small_nets, met
 
 
 def test_fields_a_method_reads_change_its_samples(small_nets):
-    # The other direction for the runtime fields: METHOD_PARAMS does not list a field a method ignores.
+    # The other direction for the runtime fields: the registry does not list a field a method ignores.
     main, weak = small_nets
     for method in ("cfg", "s2", "fixed-block"):
         base = GuidanceConfig(method=method)
         x0 = np.asarray(sample(main, base, SamplerConfig(steps=4), jax.random.key(0), 32, 1, weak=weak).x)
-        for f in G.METHOD_PARAMS[method]:
+        for f in G.REGISTRY[method].params:
             if f in ("scale", "s2_scale", "interval", "num_drop", "fixed_blocks"):
                 g = replace(base, **{f: _ALT[f]})
                 assert g.canonical() != base.canonical()

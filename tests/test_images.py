@@ -10,7 +10,7 @@ pytestmark = pytest.mark.xdist_group("images")     # one worker runs the module 
 
 from toy.__main__ import main as cli
 from toy.figures import main as figures
-from toy.images import FIG4_METHODS
+from toy.images.pipeline import FIG4_METHODS
 
 METRIC_KEYS = {"fd", "accuracy", "precision", "recall", "separation"}
 

@@ -77,7 +77,7 @@ def test_learned_denoiser_is_the_model_and_jits():
     np.testing.assert_allclose(jax.jit(lambda D, x: D(x, sigma, labels))(D, x), model(x, sigma, labels), rtol=1e-5, atol=1e-5)
     assert D.num_blocks == 8 and D.null_label == 2
     # the null class has its own learned embedding row
-    assert nnx.state(model, nnx.Param)["class_emb"]["embedding"][...].shape == (3, 64)
+    assert nnx.state(model, nnx.Param)["label"]["table"]["embedding"][...].shape == (3, 64)
 
 
 def test_one_sigma_for_all_rows_uses_the_class_table_and_equals_per_row_sigmas():

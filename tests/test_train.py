@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 from scipy.stats import wasserstein_distance
 
 from toy import checkpoint
@@ -19,7 +20,7 @@ from toy.errors import CheckpointError
 from toy.guidance import GuidanceConfig
 from toy.mixtures import get_preset
 from toy.nets import LearnedDenoiser, MLPConfig, init_model
-from toy.train import TrainConfig, checkpoint_path, train
+from toy.train import TrainConfig, checkpoint_path, chunk_ends, init_state, optimizer, train, training_masks
 
 pytestmark = pytest.mark.xdist_group("train")     # the module's reference run is made once
 
@@ -84,6 +85,63 @@ def test_stop_and_resume_is_bit_identical(reference, tmp_path):
     assert_same(res.model, reference.model)
     assert_same(res.snapshot, reference.snapshot)
     np.testing.assert_array_equal(res.losses, reference.losses)
+
+
+def test_exactly_steps_updates_whatever_the_chunk(reference, tmp_path):
+    # 150 steps in chunks of 100 (100 + 50) and of 50 (3 × 50): the same 150 updates, the same weights
+    base = replace(TINY, steps=150, snapshot=0)
+    a = train(replace(base, chunk=100), folder=tmp_path / "a", progress=False)
+    b = train(replace(base, chunk=50), folder=tmp_path / "b", progress=False)
+    assert len(a.losses) == len(b.losses) == 150
+    assert_same(a.model, b.model)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert chunk_ends(0, 150, 100, 0) == [100, 150] and chunk_ends(20, 250, 100, 130) == [100, 130, 200, 250]
+    # the snapshot need not sit on a chunk boundary: the chunks are cut there
+    c = train(replace(base, chunk=100, snapshot=30), folder=tmp_path / "c", progress=False)
+    d = train(replace(base, chunk=100, snapshot=30), folder=tmp_path / "d", until=30, progress=False)
+    assert d is None
+    state = checkpoint.load(checkpoint_path(replace(base, snapshot=30), get_preset("gmm1d"), tmp_path / "d")
+                            .with_suffix(".state.npz"), {"state": init_state(c.model.params, optimizer(base))})[0]
+    assert int(state["state"].step) == 30                          # `until` stops exactly there…
+    for x, y in zip(leaves(state["state"].ema), leaves(c.snapshot.params), strict=True):
+        np.testing.assert_array_equal(x, y)                        # …and the snapshot is the EMA at step 30
+
+
+def test_until_returns_none_before_the_end_and_a_result_after(tmp_path):
+    cfg = replace(TINY, steps=150, snapshot=0)
+    assert train(cfg, folder=tmp_path, until=120, progress=False) is None
+    res = train(cfg, folder=tmp_path, until=150, progress=False)
+    assert res is not None and res.resumed_from == 120 and len(res.losses) == 150
+
+
+def test_block_drop_masks_keep_excluded_blocks():
+    m = np.asarray(training_masks(jax.random.key(0), 4000, 6, (0, 3), 0.3))
+    assert np.all(m[:, [0, 3]] == 1)                                   # excluded: always kept
+    np.testing.assert_allclose(1 - m[:, [1, 2, 4, 5]].mean(0), 0.3, atol=0.03)
+    assert np.all(np.asarray(training_masks(jax.random.key(1), 50, 6, (0,), 0.0)) == 1)
+
+
+def test_block_drop_training(tmp_path):
+    base = replace(TINY, steps=100, snapshot=0, num_blocks=4)
+    # With every block excluded, the masked path (all-ones masks) trains bit-identically to block_drop = 0:
+    # turning the feature on changes nothing until a block is actually dropped.
+    plain = train(base, folder=tmp_path / "p", progress=False)
+    masked = train(replace(base, block_drop=0.5, block_drop_exclude=(0, 1, 2, 3)), folder=tmp_path / "m",
+                   progress=False)
+    assert_same(plain.model, masked.model)
+    # block_drop = 1 drops every droppable block at every step: they get no gradient and keep their
+    # initial weights, while the excluded block 0 is trained.
+    always = replace(base, block_drop=1.0, block_drop_exclude=(0,))
+    assert train(always, folder=tmp_path / "a", until=99, progress=False) is None
+    init = init_model(plain.model.cfg, base.seed)
+    state_path = checkpoint_path(always, get_preset("gmm1d"), tmp_path / "a").with_suffix(".state.npz")
+    state, header = checkpoint.load(state_path, {"state": init_state(nnx.state(init, nnx.Param), optimizer(always))})
+    params = state["state"].params
+    for k in range(4):
+        same = all(np.array_equal(x, y) for x, y in zip(leaves(params["blocks"][k]),
+                                                         leaves(nnx.state(init, nnx.Param)["blocks"][k])))
+        assert same == (k != 0), k
+    assert header["config"]["train"]["block_drop"] == 1.0
 
 
 KILL_SCRIPT = """

@@ -8,8 +8,6 @@ same structure, so nothing in the file decides what objects get built.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import jax
 import numpy as np
 
 from toy.errors import CheckpointError
+from toy.files import atomic_write
 
 _HEADER = "__header__"
 FORMAT = "toy-checkpoint-v1"
@@ -39,24 +38,13 @@ def _is_key(x) -> bool:
 def save(path: str | Path, trees: dict[str, Any], config: dict, meta: dict | None = None) -> None:
     """Write `trees` and `config` to `path` atomically: a temp file in the same folder, fsync, rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for name, tree in trees.items():
         for key, arr in _flatten(tree).items():
             arrays[f"{name}/{key}"] = arr
     header = json.dumps({"format": FORMAT, "config": config, "meta": meta or {}, "trees": sorted(trees)})
     arrays[_HEADER] = np.frombuffer(header.encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def read_header(path: str | Path) -> dict:
@@ -69,10 +57,13 @@ def read_header(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
     except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, json.JSONDecodeError,
             UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a toy checkpoint ({type(e).__name__}: "
-                              f"{e}); delete it to retrain") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a toy checkpoint ({type(e).__name__}); "
+                              f"delete it to retrain") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a {FORMAT} file; delete it to retrain")
+    for field in ("config", "meta"):
+        if not isinstance(header.get(field), dict):
+            raise CheckpointError(f"checkpoint {str(path)!r} has no {field!r} in its header; delete it to retrain")
     return header
 
 
@@ -106,11 +97,14 @@ def load(path: str | Path, templates: dict[str, Any], config: dict | None = None
                     if arr.shape != np.shape(ref):
                         raise CheckpointError(f"checkpoint {str(path)!r}: {key} has shape {arr.shape}, expected "
                                               f"{np.shape(ref)}; delete it to retrain")
+                    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                        raise CheckpointError(f"checkpoint {str(path)!r}: {key} holds NaN or infinite values; "
+                                              f"delete it to retrain")
                     leaves.append(jax.numpy.asarray(arr, dtype=getattr(ref, "dtype", arr.dtype)))
                 out[name] = jax.tree_util.tree_unflatten(treedef, leaves)
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt ({type(e).__name__}: {e}); delete it to "
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt ({type(e).__name__}); delete it to "
                               f"retrain") from None
     return out, header

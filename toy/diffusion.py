@@ -1,4 +1,4 @@
-"""EDM schedules, losses and samplers over one denoiser interface D(x; σ, c) (DESIGN.md §1, §5).
+"""EDM schedules, losses and samplers over one denoiser interface D(x; σ, c).
 
 The sampler integrates dx/dσ = (x − D̃(x; σ)) / σ from σ_max to 0 with Heun (default) or Euler on
 the ρ = 7 schedule of Karras et al. (2022), optionally with EDM's stochastic churn. The whole run is
@@ -109,7 +109,8 @@ def _sample_jit(main, weak, key, label, dyn, *, gcfg: GuidanceConfig, scfg: Samp
     x_init = sigmas[0] * jax.random.normal(k_init, (n, dim))                     # [n, d]
 
     def denoise(x, sigma, i, state):
-        # One key per step: Heun's two evaluations of step i share the step's mask (DESIGN.md §4).
+        # One key per step: Heun's two evaluations of step i share the step's mask (as in Algorithm 1, one
+        # mask m_t per step t).
         position = i / max(T - 1, 1)
         return guided_step(gcfg, main, weak, x, sigma, labels, jax.random.fold_in(k_mask, i), position, dyn,
                            state, i)
@@ -126,16 +127,26 @@ def _sample_jit(main, weak, key, label, dyn, *, gcfg: GuidanceConfig, scfg: Samp
             x = x + jnp.sqrt(s_hat**2 - s**2) * scfg.s_noise * eps
         else:
             s_hat = s
-        d, d_r, new_state = denoise(x, s_hat, i, state)                         # [n, d] ×3
-        # Euler: x_next = D̃ + σ_next·(x − D_r)/σ, i.e. x + (σ_next − σ)(x − D̃)/σ when D_r = D̃.
-        x_next = d + (s_next / s_hat) * (x - d_r)                                # [n, d]
         if scfg.solver == "heun" and not first_order:
+            # Heun's two evaluations as a loop of two over one traced network (half the program to compile):
+            # the first at (x, σ̂), the second at the Euler point (x_eul, σ_next), skipped at the last step.
+            def evaluation(c, j):
+                xe, se, d1, dr1, st1 = c
+                d, d_r, ns = jax.lax.cond((j == 0) | (s_next > 0), lambda _: denoise(xe, se, i, state),
+                                          lambda _: (xe, xe, state), None)
+                first = j == 0
+                x_eul = d + (s_next / s_hat) * (x - d_r)                         # [n, d]
+                keep = lambda a, b: jnp.where(first, a, b)
+                return (keep(x_eul, xe), keep(s_next, se), keep(d, d1), keep(d_r, dr1), keep(ns, st1)), d
+            init = (x, s_hat, jnp.zeros_like(x), jnp.zeros_like(x), state)
+            (x_eul, _, d, _, new_state), ds = jax.lax.scan(evaluation, init, jnp.arange(2))
             slope = (x - d) / s_hat                                              # [n, d]
-
-            def correct(x_eul):
-                slope2 = (x_eul - denoise(x_eul, s_next, i, state)[0]) / s_next  # [n, d]
-                return x + (s_next - s_hat) * 0.5 * (slope + slope2)
-            x_next = jax.lax.cond(s_next > 0, correct, lambda x_eul: x_eul, x_next)
+            slope2 = (x_eul - ds[1]) / jnp.where(s_next > 0, s_next, 1.0)        # [n, d]
+            x_next = jnp.where(s_next > 0, x + (s_next - s_hat) * 0.5 * (slope + slope2), x_eul)
+        else:
+            d, d_r, new_state = denoise(x, s_hat, i, state)                     # [n, d] ×3
+            # Euler: x_next = D̃ + σ_next·(x − D_r)/σ, i.e. x + (σ_next − σ)(x − D̃)/σ when D_r = D̃.
+            x_next = d + (s_next / s_hat) * (x - d_r)                            # [n, d]
         ok = jnp.all(jnp.isfinite(x_next))
         first_bad = jnp.where((first_bad < 0) & ~ok, i, first_bad)
         return (x_next, first_bad, new_state), ((x_next, d) if return_trajectory else None)
@@ -159,7 +170,9 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
     gcfg = gcfg.validate(main.num_blocks)
     check_int("number of samples", n, low=1, high=10_000_000)
     if gcfg.method == "autoguidance" and weak is None:
-        raise ToyError("autoguidance needs a weak model (train one with `python -m toy train`)")
+        if not hasattr(main, "weak"):
+            raise ToyError("autoguidance needs a weak model (train one with `python -m toy train`)")
+        weak = main.weak()          # the exact denoiser's ideal weak model
     dim = dim if dim is not None else _dim_of(main)
     x, first_bad, traj, den = _sample_jit(main, weak if gcfg.method == "autoguidance" else None, key,
                                           jnp.int32(label), gcfg.dynamic(main.num_blocks), gcfg=gcfg.static(), scfg=scfg,

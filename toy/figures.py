@@ -1,43 +1,46 @@
-"""Regenerate the paper's toy figures, the results table and the claims, against the exact truth.
+"""Regenerate every figure, the results table, the mechanism tables and the claims, against the exact truth.
 
     python -m toy.figures [--quick] [--only NAME ...] [--out figures]
 
-Every PNG carries a caption line with the seeds and settings that made it. `--quick` uses fewer
-samples, seeds and sweep points (CI runs it); the full setting is what `figures/` holds. Both use
-the quick-trained model sets of `toy.train` (trained once, cached on disk).
+Every PNG carries a caption with the seeds and settings that made it. `--quick` uses fewer samples,
+seeds and sweep points (the tests run it); the full setting is what `figures/` holds. Both use the
+quick-trained model sets of `toy.train` (shipped with the package, else trained once and cached).
+Scoring is `toy.evaluation`'s; drawing is `toy.plotting`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import jax
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from toy import claims as C
+from toy import evaluation as E
+from toy import files
+from toy import plotting as P
+from toy.compare import CompareConfig, run_compare
+from toy.diffusion import SamplerConfig
+from toy.errors import ToyError
+from toy.guidance import METHODS, GuidanceConfig, label, num_dropped
+from toy.mechanism import MechanismConfig, analyze, interval_for_sigma, regime_effect
+from toy.metrics import METRICS
+from toy.mixtures import get_preset
+from toy.nets import ExactDenoiser
+from toy.shipped import regime_config
+from toy.train import model_set_configs, train, train_models
 
-from toy.compare import CompareConfig, run_compare  # noqa: E402
-from toy.diffusion import SamplerConfig, sample  # noqa: E402
-from toy.errors import ToyError  # noqa: E402
-from toy.guidance import METHODS, GuidanceConfig  # noqa: E402
-from toy.metrics import METRICS, evaluate  # noqa: E402
-from toy.mixtures import get_preset  # noqa: E402
-from toy.nets import ExactDenoiser  # noqa: E402
-from toy.train import train_models  # noqa: E402
-
-FIGURES = ("fig3_1d", "fig3_2d", "fig9_trajectories_1d", "fig10_naive_vs_single", "fig8_num_passes",
-           "fig7_ablations", "fig_tree2d_all_methods", "results", "claims",
-           "fig4_tsne", "fig15_fixed_block_grid", "images_results")     # the last three: the DiT experiment
-IMAGE_FIGURES = ("fig4_tsne", "fig15_fixed_block_grid", "images_results")
+TOY_FIGURES = ("fig3_1d", "fig3_2d", "fig9_trajectories_1d", "fig10_naive_vs_single", "fig8_num_passes",
+               "fig7_ablations", "fig_tree2d_all_methods", "results", "fig_s2_mechanism", "fig_s2_ideal",
+               "fig_s2_regimes", "claims")
+IMAGE_FIGURES = ("fig4_tsne", "fig15_fixed_block_grid", "images_results")     # the DiT experiment
+FIGURES = TOY_FIGURES + IMAGE_FIGURES
 PAPER = GuidanceConfig(scale=3.0, s2_scale=0.25)         # the paper's defaults, λ = 3
 MAIN_METHODS = ("cfg", "autoguidance", "s2-naive", "s2")
+MECH_PRESETS = ("gmm1d", "gmm2d")
 
 
 @dataclass(frozen=True)
@@ -47,15 +50,31 @@ class Settings:
     lambdas: tuple[float, ...]
     omegas: tuple[float, ...]
     num_masks: tuple[int, ...]
-    widths: tuple[float, ...]
-    drops: tuple[int, ...]
+    widths: tuple[float, ...]            # widths of the central application interval
+    drops: tuple[int, ...]               # blocks dropped per mask
+    deltas: tuple[float, ...]            # δ of the ideal weak model
+    mech_samples: int
+    mech_masks: int
+    regimes: dict                        # axis → values (network width, depth, training steps, block_drop)
+    sigma_windows: tuple[tuple[float, float], ...]
+    fixed_blocks: str                    # "all" droppable blocks, or their "ends" (first and last)
+    steps: int                           # Heun steps of every sampler run
 
     @classmethod
     def make(cls, quick: bool) -> "Settings":
         if quick:
-            return cls(400, (0, 1), (1.0, 3.0, 5.0), (0.0, 0.25, 1.0), (1, 4), (0.0, 0.8), (1, 3))
+            return cls(300, (0, 1), (1.0, 3.0), (0.0, 0.25, 1.0), (1, 4), (0.0, 0.8), (1, 3), (0.5, 1.0),
+                       200, 4, {"width": (32, 64), "depth": (4, 8), "steps": (750, 1500), "block_drop": (0.0, 0.1)},
+                       ((0.002, 0.3), (1.0, 80.0)), "ends", 16)
         return cls(2000, (0, 1, 2, 3, 4), (1.0, 2.0, 3.0, 5.0, 7.0), (0.0, 0.1, 0.25, 0.5, 1.0, 2.0),
-                   (1, 2, 4, 8), (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), (1, 2, 3, 5, 7))
+                   (1, 2, 4, 8), (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), (1, 2, 3, 5, 7), (0.5, 1.0, 2.0), 2000, 16,
+                   {"width": (32, 64, 128), "depth": (4, 8, 12), "steps": (500, 1500, 6000),
+                    "block_drop": (0.0, 0.1, 0.3)},
+                   ((0.002, 0.3), (0.3, 1.0), (1.0, 3.0), (3.0, 80.0)), "all", 32)
+
+    @property
+    def sampler(self) -> SamplerConfig:
+        return SamplerConfig(steps=self.steps)
 
 
 class Lab:
@@ -63,119 +82,126 @@ class Lab:
 
     def __init__(self, st: Settings):
         self.st = st
-        self.models = {}
-        self.refs = {}
+        self.models, self.refs, self.variants = {}, {}, {}
 
     def model_set(self, preset):
         if preset not in self.models:
             self.models[preset] = train_models(preset, quick=True, progress=True)
         return self.models[preset]
 
+    def variant(self, preset, axis, value):
+        """The main network of a preset with one training setting changed (the regime sweep)."""
+        cfgs = model_set_configs(preset, quick=True)
+        base = cfgs["main"]
+        tcfg = regime_config(preset, axis, value)
+        if replace(tcfg, snapshot=base.snapshot) == base:
+            return self.model_set(preset)["main"]
+        if tcfg == cfgs["blockdrop"]:
+            return self.model_set(preset)["blockdrop"]
+        key = (preset, axis, value)
+        if key not in self.variants:
+            self.variants[key] = train(tcfg, tag=f"{axis}-{value}", progress=True).model
+        return self.variants[key]
+
     def ref(self, preset, seed):
-        k = (preset, seed)
+        k = (preset, 0, seed, self.st.samples)
         if k not in self.refs:
-            target = get_preset(preset).cond(0)
-            self.refs[k] = np.asarray(target.sample(jax.random.fold_in(jax.random.key(seed), 1), max(self.st.samples, 4000)))
+            self.refs[k] = E.make_reference(get_preset(preset).cond(0), seed, self.st.samples)
         return self.refs[k]
 
-    def run(self, preset, gcfg, seed, *, exact=False, trajectory=False, weak="small"):
-        mix = get_preset(preset)
-        models = None if exact else self.model_set(preset)
-        main = ExactDenoiser(mix) if exact else models["main"]
-        r = sample(main, gcfg, SamplerConfig(), jax.random.fold_in(jax.random.key(seed), 3), self.st.samples, 0,
-                   weak=None if exact else models[weak], return_trajectory=trajectory)
-        x = np.asarray(r.x)
-        return x, evaluate(x, mix.cond(0), self.ref(preset, seed), seed=seed), r
+    def run(self, preset, gcfg, seed, *, model="main", trajectory=False, weak="small", exact=None):
+        """model: "main", "blockdrop", or "exact" (then `exact` may give the ExactDenoiser to use)."""
+        if model == "exact":
+            main = exact or ExactDenoiser(get_preset(preset))
+            w = None
+        else:
+            models = self.model_set(preset)
+            main, w = models[model], models[weak]
+        return E.sample_and_score(main, gcfg, self.st.sampler, self.ref(preset, seed), 0, self.st.samples, weak=w,
+                                  return_trajectory=trajectory)
 
-    def sweep(self, preset, gcfgs, metric="wasserstein"):
+    def sweep(self, preset, gcfgs, metric="wasserstein", **kw):
         """[len(gcfgs), len(seeds)] values of one metric."""
-        return np.array([[self.run(preset, g, s)[1][metric] for s in self.st.seeds] for g in gcfgs])
+        return np.array([[self.run(preset, g, s, **kw)[1][metric] for s in self.st.seeds] for g in gcfgs])
 
 
-def caption(fig, text):
-    fig.text(0.01, 0.005, text, fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
+def shape(preset: str = "gmm1d") -> tuple[int, int, int]:
+    """(width, blocks, droppable blocks) of the main network, from its training config."""
+    main = model_set_configs(preset, quick=True)["main"]
+    return main.width, main.num_blocks, main.num_blocks - len(PAPER.exclude)
 
 
 def settings_line(st: Settings, extra=""):
-    return (f"seeds {list(st.seeds)}, {st.samples} samples per panel, 32 Heun steps (EDM, ρ = 7), quick-trained MLP "
-            f"(width 64, 8 blocks); λ = {PAPER.scale}, ω = {PAPER.s2_scale}, 1 of 7 blocks dropped, "
-            f"interval (0.1, 0.9), N = 4 for naive S²{'; ' + extra if extra else ''}")
+    width, blocks, droppable = shape()
+    k = num_dropped(blocks, PAPER.exclude, PAPER.drop_ratio, PAPER.num_drop)
+    main = model_set_configs("gmm1d", quick=True)["main"]
+    return (f"seeds {list(st.seeds)}, {st.samples} samples per panel, {st.steps} Heun steps (EDM, ρ = 7), "
+            f"MLP width {width} × {blocks} blocks trained {main.steps} steps; λ = {PAPER.scale}, ω = {PAPER.s2_scale}, "
+            f"{k} of {droppable} droppable blocks dropped, interval {PAPER.interval}, N = {PAPER.num_masks} for naive "
+            f"S²{'; ' + extra if extra else ''}")
 
 
-def density_panels(lab: Lab, preset: str, methods, name: str, out: Path):
+def finish(fig, out: Path, name: str, caption: str) -> None:
+    P.caption(fig, caption)
+    P.save(fig, out / f"{name}.png")
+
+
+def density_panels(lab: Lab, preset: str, methods, name: str, out: Path, max_cols: int = 5):
     mix = get_preset(preset)
     target = mix.cond(0)
     seed = lab.st.seeds[0]
-    truth = np.asarray(target.sample(jax.random.fold_in(jax.random.key(seed), 2), lab.st.samples))
-    cols = ["ground truth"] + list(methods)
-    fig, axes = plt.subplots(1, len(cols), figsize=(2.9 * len(cols), 3.3 if mix.dim == 1 else 3.2), squeeze=False)
-    if mix.dim == 1:
-        grid = np.linspace(-10, 10, 500)[:, None].astype(np.float32)
-        pdf = np.asarray(target.pdf(grid))
-    else:
-        ref = lab.ref(preset, seed)
-        lo, hi = ref.min(0) - 1.5, ref.max(0) + 1.5
-        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 150), np.linspace(lo[1], hi[1], 150))
-        lp = np.asarray(target.logp(np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32))).reshape(gx.shape)
-    for ax, col in zip(axes[0], cols):
-        if col == "ground truth":
-            x, title = truth, "ground truth"
-        else:
-            x, m, _ = lab.run(preset, replace(PAPER, method=col), seed)
-            title = f"{col}\nW1 {m['wasserstein']:.2f}, shift {m['mode_shift']:.2f}"
-        if mix.dim == 1:
-            ax.hist(np.clip(x[:, 0], -10, 10), bins=100, range=(-10, 10), density=True, alpha=0.6, histtype="stepfilled")
-            ax.plot(grid[:, 0], pdf, "k", lw=1)
-        else:
-            ax.contour(gx, gy, lp, levels=np.linspace(lp.max() - 12, lp.max(), 6), colors="k", linewidths=0.5)
-            ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.3)
-            ax.set_xlim(lo[0], hi[0])
-            ax.set_ylim(lo[1], hi[1])
-        ax.set_title(title, fontsize=9)
+    window = P.density_window(target)
+    fig, axes = P.panels(len(methods) + 1, max_cols=max_cols, size=(3.0, 2.9), title_lines=1)
+    P.SamplesArtist(axes[0], window).set(E.truth_samples(target, seed, lab.st.samples))
+    axes[0].set_title("exact samples", fontsize=9)
+    for ax, m in zip(axes[1:], methods):
+        x, met, _ = lab.run(preset, replace(PAPER, method=m), seed)
+        P.SamplesArtist(ax, window).set(x)
+        ax.set_title(f"{label(m)}\nW1 {met['wasserstein']:.2f}, shift {met['mode_shift']:.2f}", fontsize=9)
     fig.suptitle(f"{preset}, class 0 ({mix.class_names[0]}): samples over the exact conditional density", fontsize=10)
-    caption(fig, settings_line(lab.st, f"panel seed {seed}"))
-    fig.subplots_adjust(bottom=0.2, top=0.8, wspace=0.3)
-    fig.savefig(out / f"{name}.png", dpi=110)
-    plt.close(fig)
+    finish(fig, out, name, settings_line(lab.st, f"panel seed {seed}"))
 
 
 def fig9(lab: Lab, out: Path):
     methods = ("none", "cfg", "autoguidance", "s2-naive", "s2")
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.0 * len(methods), 3.2), sharey=True)
+    target = get_preset("gmm1d").cond(0)
+    window = P.density_window(target)
     seed = lab.st.seeds[0]
+    fig, axes = P.panels(len(methods), max_cols=5, size=(3.0, 3.0))
     for ax, m in zip(axes, methods):
         _, _, r = lab.run("gmm1d", replace(PAPER, method=m), seed, trajectory=True)
-        tr = np.asarray(r.trajectory)[:, :60, 0]                                      # [T + 1, 60]
-        ax.plot(np.arange(tr.shape[0]), tr, lw=0.6, alpha=0.7)
-        for mode in (-4, 4):
-            ax.axhline(mode, color="k", ls=":", lw=0.8)
-        ax.set_ylim(-12, 12)
-        ax.set_title(m, fontsize=9)
-        ax.set_xlabel("sampler step")
+        P.TrajectoryArtist(ax, window).set(np.asarray(r.trajectory)[:, :60], marks=tuple(target.means[:, 0]))
+        ax.set_title(label(m), fontsize=9)
     axes[0].set_ylabel("x")
     fig.suptitle("gmm1d: denoising trajectories (true modes dotted)", fontsize=10)
-    caption(fig, settings_line(lab.st, f"60 trajectories of seed {seed}"))
-    fig.subplots_adjust(bottom=0.25, top=0.85)
-    fig.savefig(out / "fig9_trajectories_1d.png", dpi=110)
-    plt.close(fig)
+    finish(fig, out, "fig9_trajectories_1d", settings_line(lab.st, f"60 trajectories of seed {seed}"))
 
 
 def fig10(lab: Lab, out: Path):
     seeds = lab.st.seeds[:3] if len(lab.st.seeds) >= 3 else (lab.st.seeds + (7,))[:3]
-    fig, axes = plt.subplots(2, len(seeds), figsize=(3.2 * len(seeds), 6.4), squeeze=False)
+    window = P.density_window(get_preset("gmm2d").cond(0))
+    fig, axes = P.panels(2 * len(seeds), max_cols=len(seeds), size=(3.0, 3.0))
     for j, seed in enumerate(seeds):
         for i, m in enumerate(("s2-naive", "s2")):
             x, met, _ = lab.run("gmm2d", replace(PAPER, method=m), seed)
-            ax = axes[i, j]
-            ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.3)
-            ax.set_xlim(-9, 9)
-            ax.set_ylim(-9, 9)
-            ax.set_title(f"{m}, seed {seed}\nW1 {met['wasserstein']:.3f}, shift {met['mode_shift']:.3f}", fontsize=9)
-    fig.suptitle("gmm2d: naive S² (N = 4 masks per step) vs single-sample S² (one fresh mask per step)", fontsize=10)
-    caption(fig, settings_line(lab.st, f"seeds {list(seeds)}"))
-    fig.subplots_adjust(bottom=0.1, top=0.88, hspace=0.4)
-    fig.savefig(out / "fig10_naive_vs_single.png", dpi=110)
-    plt.close(fig)
+            ax = axes[i * len(seeds) + j]
+            P.SamplesArtist(ax, window).set(x)
+            ax.set_title(f"{label(m)}, seed {seed}\nW1 {met['wasserstein']:.3f}, shift {met['mode_shift']:.3f}",
+                         fontsize=9)
+    fig.suptitle(f"gmm2d: naive S² (N = {PAPER.num_masks} masks per step) vs S² (one fresh mask per step)", fontsize=10)
+    finish(fig, out, "fig10_naive_vs_single", settings_line(lab.st, f"seeds {list(seeds)}"))
+
+
+def errorbars(ax, xs, vals, label_, **kw):
+    """Mean ± std over seeds of vals [len(xs), seeds]."""
+    ax.errorbar(xs, vals.mean(1), vals.std(1, ddof=1) if vals.shape[1] > 1 else 0 * vals[:, 0],
+                **{"marker": "o", "capsize": 2, **kw}, label=label_)
+
+
+def summary(vals: np.ndarray) -> dict:
+    """{"mean": [...], "std": [...]} over seeds of vals [G, seeds] (evaluation.summarize per row)."""
+    rows = [E.summarize(v) for v in vals]
+    return {"mean": [r["mean"] for r in rows], "std": [r["std"] for r in rows]}
 
 
 def fig8(lab: Lab, out: Path) -> dict:
@@ -183,75 +209,70 @@ def fig8(lab: Lab, out: Path) -> dict:
     naive = lab.sweep("gmm1d", [replace(PAPER, method="s2-naive", num_masks=n) for n in lab.st.num_masks])
     single = lab.sweep("gmm1d", [replace(PAPER, method="s2")])[0]
     gain = cfg_w[None] - naive                                                     # [len(N), S]
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.errorbar(lab.st.num_masks, gain.mean(1), gain.std(1), marker="o", label="naive S², N masks per step")
-    g1 = cfg_w - single
-    ax.axhline(g1.mean(), color="C1", ls="--", label=f"S², one mask per step ({g1.mean():.3f} ± {g1.std():.3f})")
+    fig, axes = P.panels(1, size=(5.0, 3.4))
+    ax = axes[0]
+    errorbars(ax, lab.st.num_masks, gain, "naive S², N masks per step")
+    g1 = E.summarize(cfg_w - single)
+    ax.axhline(g1["mean"], color="C1", ls="--", label=f"S², one mask per step ({g1['mean']:.3f} ± {g1['std']:.3f})")
+    ax.axhline(0, color="k", lw=0.6)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("N (sub-network passes per step)")
     ax.set_ylabel("W1 gain over CFG (higher is better)")
     ax.legend(fontsize=8)
     ax.set_title("gmm1d: gain against the number of sub-network passes", fontsize=10)
-    caption(fig, settings_line(lab.st))
-    fig.subplots_adjust(bottom=0.25)
-    fig.savefig(out / "fig8_num_passes.png", dpi=110)
-    plt.close(fig)
-    return {"num_masks": list(lab.st.num_masks), "gain_mean": gain.mean(1).tolist(), "gain_std": gain.std(1).tolist(),
-            "single_gain_mean": float(g1.mean()), "single_gain_std": float(g1.std())}
+    finish(fig, out, "fig8_num_passes", settings_line(lab.st))
+    s = summary(gain)
+    return {"num_masks": list(lab.st.num_masks), "gain_mean": s["mean"], "gain_std": s["std"],
+            "single_gain_mean": g1["mean"], "single_gain_std": g1["std"]}
 
 
 def fig7(lab: Lab, out: Path) -> dict:
-    st, P = lab.st, "gmm1d"
+    st, Pr = lab.st, "gmm1d"
     res = {}
-    fig, axes = plt.subplots(1, 5, figsize=(20, 3.8))
-
-    def band(ax, xs, vals, label):
-        ax.errorbar(xs, vals.mean(1), vals.std(1), marker="o", capsize=2, label=label)
-
-    cfg_l = lab.sweep(P, [replace(PAPER, method="cfg", scale=v) for v in st.lambdas])
-    s2_l = lab.sweep(P, [replace(PAPER, method="s2", scale=v) for v in st.lambdas])
-    band(axes[0], st.lambdas, cfg_l, "CFG")
-    band(axes[0], st.lambdas, s2_l, "S²")
+    fig, axes = P.panels(5, max_cols=3, size=(4.2, 3.3))
+    cfg_l = lab.sweep(Pr, [replace(PAPER, method="cfg", scale=v) for v in st.lambdas])
+    s2_l = lab.sweep(Pr, [replace(PAPER, method="s2", scale=v) for v in st.lambdas])
+    errorbars(axes[0], st.lambdas, cfg_l, "CFG")
+    errorbars(axes[0], st.lambdas, s2_l, "S²")
     axes[0].set_xlabel("guidance scale λ")
     axes[0].legend(fontsize=8)
-    axes[0].set_title("(a) λ sweep")
-    res["lambda"] = {"values": list(st.lambdas), "cfg": cfg_l.mean(1).tolist(), "s2": s2_l.mean(1).tolist(),
-                     "cfg_std": cfg_l.std(1).tolist(), "s2_std": s2_l.std(1).tolist()}
-    om = lab.sweep(P, [replace(PAPER, method="s2", s2_scale=v) for v in st.omegas])
-    band(axes[1], st.omegas, om, "S² (ω = 0 is CFG)")
+    axes[0].set_title("(a) λ sweep", fontsize=10)
+    res["lambda"] = {"values": list(st.lambdas), "cfg": summary(cfg_l), "s2": summary(s2_l)}
+    om = lab.sweep(Pr, [replace(PAPER, method="s2", s2_scale=v) for v in st.omegas])
+    errorbars(axes[1], st.omegas, om, "S² (ω = 0 is CFG)")
     axes[1].set_xlabel("S² scale ω")
-    axes[1].set_title("(b) ω sweep, λ = 3")
-    res["omega"] = {"values": list(st.omegas), "mean": om.mean(1).tolist(), "std": om.std(1).tolist()}
+    axes[1].set_title(f"(b) ω sweep, λ = {PAPER.scale}", fontsize=10)
+    res["omega"] = {"values": list(st.omegas), **summary(om)}
     res["fixed"] = {}
-    for preset in ("gmm1d", "gmm2d"):
-        fx = lab.sweep(preset, [replace(PAPER, method="fixed-block", fixed_blocks=(b,)) for b in range(1, 8)])
+    _, blocks, _ = shape()
+    droppable = [b for b in range(blocks) if b not in PAPER.exclude]
+    if st.fixed_blocks == "ends":
+        droppable = [droppable[0], droppable[-1]]
+    for i, preset in enumerate(("gmm1d", "gmm2d")):
+        fx = lab.sweep(preset, [replace(PAPER, method="fixed-block", fixed_blocks=(b,)) for b in droppable])
         sto = lab.sweep(preset, [replace(PAPER, method="s2")])[0]
-        off = -0.15 if preset == "gmm1d" else 0.15
-        axes[2].errorbar(np.arange(1, 8) + off, fx.mean(1), fx.std(1), fmt="o", capsize=2, label=f"fixed block, {preset}")
-        axes[2].axhline(sto.mean(), ls="--", color="C0" if preset == "gmm1d" else "C1", lw=1,
-                        label=f"stochastic S², {preset}")
-        res["fixed"][preset] = {"fixed_mean": fx.mean(1).tolist(), "fixed_std": fx.std(1).tolist(),
-                                "stochastic_mean": float(sto.mean()), "stochastic_std": float(sto.std())}
+        errorbars(axes[2], np.array(droppable) + (0.15 if i else -0.15), fx, f"fixed block, {preset}", ls="none")
+        axes[2].axhline(sto.mean(), ls="--", color=f"C{i}", lw=1, label=f"stochastic S², {preset}")
+        s, t = summary(fx), E.summarize(sto)
+        res["fixed"][preset] = {"blocks": droppable, "fixed_mean": s["mean"], "fixed_std": s["std"],
+                                "stochastic_mean": t["mean"], "stochastic_std": t["std"]}
     axes[2].set_xlabel("the one dropped block")
     axes[2].legend(fontsize=7)
-    axes[2].set_title("(c/d) fixed block vs stochastic")
-    wd = lab.sweep(P, [replace(PAPER, method="s2", interval=(0.5 - w / 2, 0.5 + w / 2)) for w in st.widths])
-    band(axes[3], st.widths, wd, "S²")
+    axes[2].set_title("(c/d) fixed block vs stochastic", fontsize=10)
+    wd = lab.sweep(Pr, [replace(PAPER, method="s2", interval=(0.5 - w / 2, 0.5 + w / 2)) for w in st.widths])
+    errorbars(axes[3], st.widths, wd, "S²")
     axes[3].set_xlabel("width of the central interval (0 = CFG)")
-    axes[3].set_title("(e) application interval")
-    res["interval"] = {"values": list(st.widths), "mean": wd.mean(1).tolist(), "std": wd.std(1).tolist()}
-    dr = lab.sweep(P, [replace(PAPER, method="s2", num_drop=k) for k in st.drops])
-    band(axes[4], st.drops, dr, "S²")
-    axes[4].set_xlabel("blocks dropped per mask (of 7)")
-    axes[4].set_title("(Table 4) number dropped")
-    res["drops"] = {"values": list(st.drops), "mean": dr.mean(1).tolist(), "std": dr.std(1).tolist()}
+    axes[3].set_title("(e) application interval", fontsize=10)
+    res["interval"] = {"values": list(st.widths), **summary(wd)}
+    dr = lab.sweep(Pr, [replace(PAPER, method="s2", num_drop=k) for k in st.drops])
+    errorbars(axes[4], st.drops, dr, "S²")
+    axes[4].set_xlabel(f"blocks dropped per mask (of {blocks - len(PAPER.exclude)})")
+    axes[4].set_title("(Table 4) number dropped", fontsize=10)
+    res["drops"] = {"values": list(st.drops), **summary(dr)}
     for ax in axes:
         ax.set_ylabel("W1 to the truth (lower is better)")
     fig.suptitle("Ablations on gmm1d (c/d also on gmm2d); mean ± std over seeds", fontsize=11)
-    caption(fig, settings_line(st))
-    fig.subplots_adjust(bottom=0.22, top=0.85, wspace=0.35)
-    fig.savefig(out / "fig7_ablations.png", dpi=110)
-    plt.close(fig)
+    finish(fig, out, "fig7_ablations", settings_line(st))
     return res
 
 
@@ -260,120 +281,210 @@ def results(lab: Lab, out: Path) -> dict:
     for preset in ("gmm1d", "gmm2d", "tree2d"):
         lab.model_set(preset)
         cfg = CompareConfig(preset=preset, methods=METHODS, guidance=PAPER, seeds=lab.st.seeds,
-                            samples=lab.st.samples, exact=True, quick=True)
+                            samples=lab.st.samples, exact=True, quick=True, sampler=lab.st.sampler)
         allres[preset] = run_compare(cfg, progress=False)
-    (out / "toy_results.json").write_text(json.dumps(allres, indent=1))
+    files.write_json(out / "toy_results.json", allres)
     lines = ["# Toy results: every method against the exact truth", "",
              f"Class 0 of each preset; {settings_line(lab.st)}. Mean ± std over seeds. "
-             "`[exact]` rows use the closed-form denoiser (guidance bias alone); `truth` is fresh exact samples "
-             "(the noise floor). Lower is better for wasserstein, mmd, mode_shift, low_density_frac; "
-             "spread_ratio is best at 1; mode_coverage best at 1.", ""]
+             "`(exact)` rows use the closed-form denoiser (guidance bias alone; Autoguidance and S² there use the "
+             "ideal weak model, the truth blurred by δ = 1); `truth` is fresh exact samples (the noise floor). "
+             "Lower is better for wasserstein, mmd, mode_shift, low_density_frac; spread_ratio is best at 1; "
+             "mode_coverage best at 1.", ""]
     for preset, res in allres.items():
         lines += [f"## {preset}", "", "| method | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-        for name, ms in res["methods"].items():
-            cells = ["n/a" if ms[k]["mean"] is None else f"{ms[k]['mean']:.3f} ± {ms[k]['std']:.3f}" for k in METRICS]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for name, msd in res["methods"].items():
+            cells = ["n/a" if msd[k]["mean"] is None else f"{msd[k]['mean']:.3f} ± {msd[k]['std']:.3f}" for k in METRICS]
+            lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
         for name, err in res.get("errors", {}).items():
-            lines.append(f"| {name} | failed: {err} |")
+            lines.append(f"| {label(name)} | failed: {err} |")
         lines.append("")
-    (out / "toy_results.md").write_text("\n".join(lines))
+    files.write_text(out / "toy_results.md", "\n".join(lines))
     return allres
 
 
 def fig_tree(lab: Lab, out: Path):
-    density_panels(lab, "tree2d", [m for m in METHODS if m != "none"], "fig_tree2d_all_methods", out)
+    density_panels(lab, "tree2d", [m for m in METHODS if m != "none"], "fig_tree2d_all_methods", out, max_cols=4)
 
 
-def _ms(res, preset, method, metric):
-    m = res[preset]["methods"].get(method, {}).get(metric)
-    return (m["mean"], m["std"]) if m and m["mean"] is not None else (float("nan"), float("nan"))
+# -- why S² helps or hurts -----------------------------------------------------------------------
+
+MECH_MODELS = ("main", "blockdrop", "ideal")
+MECH_STYLE = {"main": dict(color="C0"), "blockdrop": dict(color="C2"), "ideal": dict(color="k", ls="--")}
+MECH_LABEL = {"main": "main network", "blockdrop": "block-dropout network", "ideal": "ideal weak model (δ = 1)"}
 
 
-def claims(res: dict, abl: dict, passes: dict, st: Settings, out: Path):
+def interval_median(res: dict, key: str) -> float:
+    """Median of a mechanism series over the σ where S² acts (PAPER.interval of the steps): at the
+    smallest σ both g and h are tiny and single values swing, which a mean would follow."""
+    T = len(res["sigmas"])
+    pos = np.arange(T) / max(T - 1, 1)
+    inside = (pos >= PAPER.interval[0]) & (pos <= PAPER.interval[1])
+    v = np.asarray(res[key], np.float64)[inside]
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def mechanism(lab: Lab, out: Path) -> dict:
+    st = lab.st
+    res = {}
+    for preset in MECH_PRESETS:
+        models = lab.model_set(preset)
+        for m in MECH_MODELS:
+            cfg = MechanismConfig(preset=preset, model=m, quick=True, samples=st.mech_samples, masks=st.mech_masks,
+                                  seed=st.seeds[0], guidance=replace(PAPER, method="cfg"), sampler=st.sampler)
+            res.setdefault(preset, {})[m] = analyze(cfg, progress=False, models=models)
+    keys = ("alpha", "beta", "cos_error")
+    fig, axes = P.panels(len(MECH_PRESETS) * len(keys), max_cols=3, size=(4.0, 3.1), title_lines=2)
+    for i, preset in enumerate(MECH_PRESETS):
+        for j, k in enumerate(keys):
+            ax = axes[i * len(keys) + j]
+            for m in MECH_MODELS:
+                r = res[preset][m]
+                ax.plot(r["sigmas"], r[k], marker=".", ms=3, label=MECH_LABEL[m], **MECH_STYLE[m])
+            ax.set_xscale("log")
+            ax.axhline(0, color="0.5", lw=0.6)
+            T = len(r["sigmas"])
+            lo, hi = r["sigmas"][int(np.ceil(PAPER.interval[1] * (T - 1)))], r["sigmas"][int(PAPER.interval[0] * (T - 1))]
+            ax.axvspan(lo, hi, color="0.9", zorder=0)
+            ax.set_xlabel("σ")
+            ax.set_title(f"{preset}: {dict(alpha='α (CFG direction)', beta='β (denoising direction)', cos_error='cos(s, true model error)')[k]}",
+                         fontsize=9)
+            if k == "cos_error":
+                ax.set_ylim(-1.05, 1.05)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("The S² signal s = D_c − D̂_c(m) ≈ α·(D_c − D_∅) + β·(D_c − x) along the CFG sampler (grey: where S² "
+                 "acts)\nα > 0: S² adds CFG; β > 0: S² pulls onto the class's modes; cos > 0: S² moves toward the truth",
+                 fontsize=9)
+    finish(fig, out, "fig_s2_mechanism", f"seed {st.seeds[0]}, {st.mech_samples} CFG sampler states per σ, "
+                                         f"{st.mech_masks} masks per σ as S² draws them; {settings_line(st)}")
+    table = {p: {m: {k: interval_median(r, k) for k in ("alpha", "beta", "r2", "cos_error", "ratio")}
+                 for m, r in ms_.items()} for p, ms_ in res.items()}
+    return {"series": res, "interval_medians": table}
+
+
+def fig_ideal(lab: Lab, out: Path) -> dict:
+    st = lab.st
+    keys = ("mode_shift", "spread_ratio", "wasserstein")
+    res = {}
+    fig, axes = P.panels(len(MECH_PRESETS) * len(keys), max_cols=3, size=(4.0, 3.1))
+    for i, preset in enumerate(MECH_PRESETS):
+        mix = get_preset(preset)
+        r = {"omegas": list(st.omegas), "deltas": list(st.deltas)}
+        for k in keys:
+            r[k] = {"mean": [], "std": []}
+        for delta in st.deltas:
+            exact = ExactDenoiser(mix, ideal_blur=delta)
+            vals = {k: np.array([[lab.run(preset, replace(PAPER, method="s2", s2_scale=w), s, model="exact",
+                                          exact=exact)[1][k] for s in st.seeds] for w in st.omegas]) for k in keys}
+            vals = {k: v for k, v in vals.items()}
+            for j, k in enumerate(keys):
+                errorbars(axes[i * len(keys) + j], st.omegas, vals[k], f"δ = {delta}")
+                s = summary(vals[k])
+                r[k]["mean"].append(s["mean"])
+                r[k]["std"].append(s["std"])
+        res[preset] = r
+        for j, k in enumerate(keys):
+            ax = axes[i * len(keys) + j]
+            ax.set_xlabel("S² scale ω (0 is exact CFG)")
+            ax.set_title(f"{preset}: {k}", fontsize=9)
+            if k == "spread_ratio":
+                ax.axhline(1, color="k", lw=0.6)
+        axes[i * len(keys)].legend(fontsize=7)
+    fig.suptitle("S² on the exact denoiser with an ideal weak sub-network (the truth blurred by δ): "
+                 f"λ = {PAPER.scale}; mean ± std over seeds", fontsize=10)
+    finish(fig, out, "fig_s2_ideal", settings_line(st, "exact denoiser, no network"))
+    return res
+
+
+def fig_regimes(lab: Lab, out: Path) -> dict:
+    """S² − CFG (mode shift, spread, W1) against network width, depth, training steps, block_drop
+    and the σ window where S² acts."""
+    st = lab.st
+    gcfg = replace(PAPER, method="s2")
+    axes_names = list(st.regimes) + ["sigma_window"]
+    res = {}
+    fig, axes = P.panels(len(MECH_PRESETS) * len(axes_names), max_cols=len(axes_names), size=(3.3, 3.0),
+                         title_lines=2)
+    for i, preset in enumerate(MECH_PRESETS):
+        res[preset] = {}
+        for j, axis in enumerate(axes_names):
+            if axis == "sigma_window":
+                values = [f"{lo:g}–{hi:g}" for lo, hi in st.sigma_windows]
+                runs = [regime_effect(lab.model_set(preset)["main"], preset,
+                                      replace(gcfg, interval=interval_for_sigma(st.sampler, lo, hi)), st.sampler,
+                                      st.seeds, st.samples, refs=lab.refs) for lo, hi in st.sigma_windows]
+            else:
+                values = list(st.regimes[axis])
+                runs = [regime_effect(lab.variant(preset, axis, v), preset, gcfg, st.sampler, st.seeds, st.samples,
+                                      refs=lab.refs) for v in values]
+            res[preset][axis] = {"values": values, "runs": runs}
+            ax = axes[i * len(axes_names) + j]
+            xs = np.arange(len(values))
+            for k, (metric, style) in enumerate((("mode_shift", "o-"), ("spread_ratio", "s--"), ("wasserstein", "^:"))):
+                mean = np.array([r["effect"][metric]["mean"] for r in runs], np.float64)
+                std = np.array([r["effect"][metric]["std"] for r in runs], np.float64)
+                ax.errorbar(xs + 0.08 * (k - 1), mean, std, fmt=style, capsize=2, ms=4, label=f"Δ {metric}")
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set_xticks(xs, [str(v) for v in values], fontsize=7)
+            ax.set_xlabel(axis.replace("_", " "))
+            ax.set_title(f"{preset}", fontsize=9)
+    axes[0].legend(fontsize=6)
+    fig.suptitle("Where S² helps: S² minus CFG (paired by seed) against the network and the σ window where S² acts\n"
+                 "Δ mode shift < 0 means S² moves the modes toward the truth; Δ spread < 0 narrows them", fontsize=9)
+    finish(fig, out, "fig_s2_regimes", settings_line(st, "each network trained as the main one except the setting "
+                                                         "on the axis"))
+    return res
+
+
+def write_mechanism(mech: dict, ideal: dict, regimes: dict, st: Settings, out: Path) -> None:
+    files.write_json(out / "mechanism.json", {"mechanism": mech, "ideal": ideal, "regimes": regimes,
+                                              "settings": settings_line(st)})
+    lines = ["# Why S² helps or hurts: the S² signal taken apart", "",
+             "s = D_c − D̂_c(m) fitted as α·g + β·h with g = D_c − D_∅ (CFG's direction) and h = D_c − x (the "
+             "denoising direction), over the CFG sampler's states and the masks S² draws; medians over the σ where S² "
+             "acts. cos_error: cosine of s with the true model error D*_c − D_c (undefined for the exact denoiser).",
+             f"Settings: {settings_line(st)}.", "",
+             "| preset | network | α | β | r² | cos_error | abs(s)/abs(g) |", "|---|---|---|---|---|---|---|"]
+    for p, ms_ in mech["interval_medians"].items():
+        for m, v in ms_.items():
+            lines.append(f"| {p} | {MECH_LABEL[m]} | {v['alpha']:.3f} | {v['beta']:.3f} | {v['r2']:.2f} | "
+                         f"{v['cos_error']:.3f} | {v['ratio']:.3f} |")
+    lines += ["", "## S² minus CFG across regimes (mean ± std over seeds, paired)", "",
+              "| preset | setting | value | Δ mode shift | Δ spread ratio | Δ W1 |", "|---|---|---|---|---|---|"]
+    for p, axes in regimes.items():
+        for axis, r in axes.items():
+            for v, run in zip(r["values"], r["runs"]):
+                e = run["effect"]
+                lines.append(f"| {p} | {axis} | {v} | " + " | ".join(
+                    f"{e[k]['mean']:+.3f} ± {e[k]['std']:.3f}" for k in ("mode_shift", "spread_ratio", "wasserstein")) + " |")
+    files.write_text(out / "mechanism.md", "\n".join(lines) + "\n")
+
+
+def claims(res: dict, abl: dict, passes: dict, mech: dict, ideal: dict, regimes: dict, st: Settings, out: Path):
     """Each toy claim of the paper, the numbers that bear on it, and a verdict from those numbers."""
     k = len(st.seeds)
-    se = lambda s: s / np.sqrt(max(k, 1))                   # standard error of a mean over seeds
-    rows = []
-
-    def beyond(a, sa, b, sb):                               # a < b beyond noise (2 combined standard errors)
-        return b - a > 2 * np.hypot(se(sa), se(sb))
-
-    # 1. CFG shifts the mode away from the truth.
-    ev = []
-    ok = True
-    for p in ("gmm1d", "gmm2d"):
-        c, cs = _ms(res, p, "cfg[exact]", "mode_shift")
-        t, ts = _ms(res, p, "truth", "mode_shift")
-        cl, cls = _ms(res, p, "cfg", "mode_shift")
-        ev.append(f"{p}: mode shift exact CFG {c:.3f} ± {cs:.3f}, learned CFG {cl:.3f} ± {cls:.3f}, exact samples {t:.3f} ± {ts:.3f}")
-        ok &= beyond(t, ts, c, cs) and beyond(t, ts, cl, cls)
-    rows.append(("CFG shifts the modes away from the truth (Fig. 3)", ev, "holds" if ok else "does not hold"))
-    # 2. Autoguidance helps but stays limited.
-    ev, helps, limited = [], True, True
-    for p in ("gmm1d", "gmm2d", "tree2d"):
-        a, as_ = _ms(res, p, "autoguidance", "wasserstein")
-        c, cs = _ms(res, p, "cfg", "wasserstein")
-        t, ts = _ms(res, p, "truth", "wasserstein")
-        ev.append(f"{p}: W1 autoguidance {a:.3f} ± {as_:.3f}, CFG {c:.3f} ± {cs:.3f}, noise floor {t:.3f} ± {ts:.3f}")
-        helps &= beyond(a, as_, c, cs)
-        limited &= beyond(t, ts, a, as_)
-    rows.append(("Autoguidance helps over CFG but stays short of the truth", ev,
-                 "holds" if helps and limited else ("mixed" if helps or limited else "does not hold")))
-    # 3. S² corrects the shift.
-    ev, better, worse = [], 0, 0
-    for p in ("gmm1d", "gmm2d", "tree2d"):
-        s, ss = _ms(res, p, "s2", "mode_shift")
-        c, cs = _ms(res, p, "cfg", "mode_shift")
-        ev.append(f"{p}: mode shift S² {s:.3f} ± {ss:.3f} vs CFG {c:.3f} ± {cs:.3f}")
-        better += beyond(s, ss, c, cs)
-        worse += beyond(c, cs, s, ss)
-    rows.append(("S²-Guidance corrects CFG's mode shift", ev,
-                 "holds" if better == 3 else ("does not hold" if better == 0 else "mixed")))
-    # 4. Single-sample S² matches naive S².
-    ev, same = [], True
-    for p in ("gmm1d", "gmm2d", "tree2d"):
-        s, ss = _ms(res, p, "s2", "wasserstein")
-        n, ns = _ms(res, p, "s2-naive", "wasserstein")
-        ev.append(f"{p}: W1 S² {s:.3f} ± {ss:.3f} vs naive S² (N = 4) {n:.3f} ± {ns:.3f}")
-        same &= abs(s - n) <= 2 * np.hypot(se(ss), se(ns)) + 0.02
-    rows.append(("Single-sample S² matches naive S² (Fig. 10)", ev, "holds" if same else "does not hold"))
-    # 5. Diminishing returns with N.
-    g, gs = np.array(passes["gain_mean"]), np.array(passes["gain_std"])
-    ev = [f"W1 gain over CFG for N = {n}: {a:.3f} ± {b:.3f}" for n, a, b in zip(passes["num_masks"], g, gs)]
-    ev.append(f"single-sample S²: {passes['single_gain_mean']:.3f} ± {passes['single_gain_std']:.3f}")
-    if len(g) >= 3:
-        dim = (g[-1] - g[len(g) // 2]) <= (g[len(g) // 2] - g[0]) + 2 * se(gs.max())
-        verdict = "holds" if dim and g[-1] > 0 else "does not hold"
-    else:
-        verdict = "mixed"
-    rows.append(("Returns diminish with the number N of sub-network passes (Fig. 8)", ev, verdict))
-    # 6. Small ω helps, large ω over-corrects.
-    om, oms, ov = np.array(abl["omega"]["mean"]), np.array(abl["omega"]["std"]), abl["omega"]["values"]
-    ev = [f"W1 at ω = {w}: {a:.3f} ± {b:.3f}" for w, a, b in zip(ov, om, oms)]
-    best = int(np.argmin(om))
-    small_helps = best > 0 and ov[best] <= 0.5 and beyond(om[best], oms[best], om[0], oms[0])
-    large_over = beyond(om[best], oms[best], om[-1], oms[-1])
-    rows.append(("Small ω helps and large ω over-corrects (Fig. 7b)", ev,
-                 "holds" if small_helps and large_over else ("mixed" if small_helps or large_over else "does not hold")))
-    # 7. The best fixed block varies; stochastic dropping is robust.
-    ev, bests, robust = [], [], True
-    for p, f in abl["fixed"].items():
-        fm = np.array(f["fixed_mean"])
-        bests.append(int(np.argmin(fm)) + 1)
-        ev.append(f"{p}: W1 per fixed block 1–7: {', '.join(f'{v:.3f}' for v in fm)}; stochastic {f['stochastic_mean']:.3f} "
-                  f"± {f['stochastic_std']:.3f}; best block {bests[-1]}")
-        robust &= f["stochastic_mean"] <= np.median(fm) + 2 * se(f["stochastic_std"])
-    varies = len(set(bests)) > 1
-    rows.append(("The best fixed block varies while stochastic dropping is robust (Fig. 7c/d)", ev,
-                 "holds" if varies and robust else ("mixed" if varies or robust else "does not hold")))
+    medians = mech["interval_medians"]
+    bd = {p: {m: regimes[p]["block_drop"]["runs"][regimes[p]["block_drop"]["values"].index(v)]["effect"]["mode_shift"]
+              for m, v in (("main", 0.0), ("blockdrop", 0.1))} for p in regimes}
+    rows = [C.cfg_shifts_modes(res, k), C.autoguidance_helps(res, k),
+            C.s2_corrects_shift(res, k, {p: medians[p]["main"] for p in medians}),
+            C.ideal_weak_corrects(ideal, k, omega=PAPER.s2_scale if PAPER.s2_scale in st.omegas else st.omegas[1]),
+            C.blockdrop_makes_weak_models(medians, bd, k),
+            C.single_matches_naive(res, k), C.diminishing_returns(passes, k), C.small_omega_helps(abl["omega"], k),
+            C.fixed_block_varies(abl["fixed"], k)]
     lines = ["# The paper's toy claims, checked against the exact truth", "",
              f"Settings: {settings_line(st)}. \"Beyond noise\" means a difference larger than two combined "
              f"standard errors of the mean over the {k} seeds. Numbers: mean ± std over seeds. Full tables: "
-             "`toy_results.md`. Verdicts are computed by `python -m toy.figures` from these numbers.", ""]
+             "`toy_results.md`, `mechanism.md`. Verdicts are computed by `python -m toy.figures` from these numbers.", ""]
     for claim, evidence, verdict in rows:
         lines += [f"## {claim}", "", f"**Verdict: {verdict}.**", ""] + [f"- {e}" for e in evidence] + [""]
-    (out / "claims.md").write_text("\n".join(lines))
-    (out / "claims.json").write_text(json.dumps([{"claim": c, "verdict": v, "evidence": e} for c, e, v in rows], indent=1))
+    files.write_text(out / "claims.md", "\n".join(lines))
+    files.write_json(out / "claims.json", [{"claim": c, "verdict": v, "evidence": e} for c, e, v in rows])
+
+
+NEEDS = {   # what each output needs computed first
+    "claims": {"results", "fig7_ablations", "fig8_num_passes", "fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes"},
+}
 
 
 def main(argv=None) -> int:
@@ -384,38 +495,42 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     only = set(a.only or FIGURES)
     bad = only - set(FIGURES)
-    if bad:
-        print(f"error: unknown figure(s) {', '.join(sorted(bad))}: choose from {', '.join(FIGURES)}", file=sys.stderr)
-        return 2
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    st = Settings.make(a.quick)
-    lab = Lab(st) if only - set(IMAGE_FIGURES) else None
     t0 = time.perf_counter()
     try:
-        if "fig3_1d" in only:
+        if bad:
+            raise ToyError(f"unknown figure(s) {', '.join(sorted(bad))}: choose from {', '.join(FIGURES)}")
+        out = files.usable_folder(a.out, "--out")
+        todo = only | set().union(*(NEEDS.get(f, set()) for f in only))
+        st = Settings.make(a.quick)
+        lab = Lab(st)
+        if "fig3_1d" in todo:
             density_panels(lab, "gmm1d", MAIN_METHODS, "fig3_1d", out)
-        if "fig3_2d" in only:
+        if "fig3_2d" in todo:
             density_panels(lab, "gmm2d", MAIN_METHODS, "fig3_2d", out)
-        if "fig9_trajectories_1d" in only:
+        if "fig9_trajectories_1d" in todo:
             fig9(lab, out)
-        if "fig10_naive_vs_single" in only:
+        if "fig10_naive_vs_single" in todo:
             fig10(lab, out)
-        passes = fig8(lab, out) if {"fig8_num_passes", "claims"} & only else None
-        abl = fig7(lab, out) if {"fig7_ablations", "claims"} & only else None
-        if "fig_tree2d_all_methods" in only:
+        passes = fig8(lab, out) if "fig8_num_passes" in todo else None
+        abl = fig7(lab, out) if "fig7_ablations" in todo else None
+        if "fig_tree2d_all_methods" in todo:
             fig_tree(lab, out)
-        res = results(lab, out) if {"results", "claims"} & only else None
-        if "claims" in only:
-            claims(res, abl, passes, st, out)
-        if set(IMAGE_FIGURES) & only:     # one run of the image pipeline writes all three
-            from toy.images import ImageConfig, quick_config, run_pipeline
+        res = results(lab, out) if "results" in todo else None
+        mech = mechanism(lab, out) if "fig_s2_mechanism" in todo else None
+        ideal = fig_ideal(lab, out) if "fig_s2_ideal" in todo else None
+        regimes = fig_regimes(lab, out) if "fig_s2_regimes" in todo else None
+        if mech is not None and ideal is not None and regimes is not None:
+            write_mechanism(mech, ideal, regimes, st, out)
+        if "claims" in todo:
+            claims(res, abl, passes, mech, ideal, regimes, st, out)
+        if set(IMAGE_FIGURES) & todo:     # one run of the image pipeline writes all three
+            from toy.images.pipeline import ImageConfig, quick_config, run_pipeline
             run_pipeline(quick_config() if a.quick else ImageConfig(), out=out)
     except ToyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     took = time.perf_counter() - t0
-    (out / "figures_timing.json").write_text(json.dumps({"quick": a.quick, "only": sorted(only), "seconds": took}))
+    files.write_json(out / "figures_timing.json", {"quick": a.quick, "only": sorted(only), "seconds": took})
     print(f"wrote {', '.join(sorted(only))} to {out}/ in {took:.0f} s")
     return 0
 

@@ -1,7 +1,8 @@
 """Exact ground truth: class-conditional Gaussian mixtures at every noise level.
 
 Under the EDM forward process x_σ = x0 + σ·n each component N(μ, Σ) becomes N(μ, Σ + σ²I), so
-density, score and the posterior mean D(x; σ) = E[x0 | x_σ = x] are closed forms (DESIGN.md §2).
+density, score and the posterior mean D(x; σ) = E[x0 | x_σ = x] are closed forms at every σ
+(docs/design.md, "Ground truth").
 
 Numerics: every covariance is diagonalised once, Σ = U diag(λ) U^T, so Σ + σ²I = U diag(λ + σ²) U^T
 for any σ (a scalar or one per sample) without refactorising. Responsibilities come from log-space
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toy.errors import ToyError
+from toy.layers import drop_labels
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _PAD_LOGW = -1e30  # log-weight of padding components: finite, so no inf - inf appears
@@ -88,11 +90,16 @@ def _prep(x, sigma):
     return x, sigma * sigma
 
 
+# The closed forms below are jitted whole: called eagerly (metrics, figures, exact samples) that is one
+# compiled program per function and shape instead of one small compile per primitive; inside a jitted
+# sampler they simply inline.
+@jax.jit
 def _logp(x, s2, logw, mu, U, lam):
     terms = _terms_small if x.shape[-1] <= _SMALL_D else _component_terms
     return jax.nn.logsumexp(terms(x, s2, logw, mu, U, lam)[0], axis=-1)    # [n]
 
 
+@jax.jit
 def _score(x, s2, logw, mu, U, lam):
     d = x.shape[-1]
     if d <= _SMALL_D:
@@ -105,6 +112,7 @@ def _score(x, s2, logw, mu, U, lam):
     return jnp.sum(r[..., None] * comp, axis=1)                      # [n, d]
 
 
+@jax.jit
 def _denoise(x, s2, logw, mu, U, lam):
     d = x.shape[-1]
     if d <= _SMALL_D:
@@ -116,6 +124,28 @@ def _denoise(x, s2, logw, mu, U, lam):
     shrunk = jnp.einsum("...kij,...kj->...ki", U, y * (lam / var))  # [n, K, d]  Σ(Σ+σ²I)⁻¹(x−μ)
     comp = mu + shrunk                                               # [n, K, d]  E[x0 | x, k]
     return jnp.sum(r[..., None] * comp, axis=1)                      # [n, d]
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _sample(key, cdf, means, chol, sigma, *, n: int):
+    k_comp, k_noise = jax.random.split(key)
+    # Inverse-CDF draw of the component: O(n log K), where jax.random.categorical draws n × K Gumbels.
+    comp = jnp.minimum(jnp.searchsorted(cdf, jax.random.uniform(k_comp, (n,)), side="right"), cdf.shape[0] - 1)  # [n]
+    z = jax.random.normal(k_noise, (2, n, means.shape[1]))                                            # [2, n, d]
+    x0 = means[comp] + jnp.einsum("nij,nj->ni", chol[comp], z[0])                                     # [n, d]
+    return x0 + jnp.reshape(sigma, (-1, 1)) * z[1]                                                    # [n, d]
+
+
+@jax.jit
+def _blurred_denoise(x, s2, blur, logw, mu, U, lam):
+    var = s2 + blur**2                                                           # [n] σ² + δ²
+    d = _denoise(x, var, logw, mu, U, lam)                                       # [n, d]  D(x; s)
+    return d + ((var - s2) / var)[:, None] * (x - d)                             # [n, d]
+
+
+@jax.jit
+def _assign(x, logw, mu, U, lam):
+    return jnp.argmax(_component_terms(x, jnp.zeros(x.shape[:1], x.dtype), logw, mu, U, lam)[0], axis=-1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,15 +210,9 @@ class GaussianMixture:
 
     def sample(self, key, n: int, sigma=0.0) -> jax.Array:
         """n exact samples of p(x; σ), [n, d]."""
-        k_comp, k_noise = jax.random.split(key)
-        # Inverse-CDF draw of the component: O(n log K), where jax.random.categorical draws n × K Gumbels.
         cdf = jnp.asarray(np.cumsum(self.weights) / np.sum(self.weights), jnp.float32)                   # [K]
-        comp = jnp.minimum(jnp.searchsorted(cdf, jax.random.uniform(k_comp, (n,)), side="right"), len(cdf) - 1)  # [n]
         chol = jnp.asarray(self._U * np.sqrt(self._lam)[:, None, :], jnp.float32)                       # [K, d, d]
-        sigma = jnp.asarray(sigma, jnp.float32)                                                           # [] or [n]
-        z = jax.random.normal(k_noise, (2, n, self.dim))                                                  # [2, n, d]
-        x0 = jnp.asarray(self.means, jnp.float32)[comp] + jnp.einsum("nij,nj->ni", chol[comp], z[0])      # [n, d]
-        return x0 + jnp.reshape(sigma, (-1, 1)) * z[1]                                        # [n, d]
+        return _sample(key, cdf, jnp.asarray(self.means, jnp.float32), chol, jnp.asarray(sigma, jnp.float32), n=int(n))
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         """Exact mean [d] and covariance [d, d] of the mixture (σ = 0)."""
@@ -311,11 +335,24 @@ class ConditionalMixture:
         labels = jnp.asarray(labels, jnp.int32)
         return logw[labels], mu, U, lam                              # [n, K], [K, d], [K, d, d], [K, d]
 
-    def denoise(self, x, sigma, labels) -> jax.Array:
-        """Exact D(x; σ, c) for a batch with one label per sample ([n] ints, null = num_classes)."""
+    def denoise(self, x, sigma, labels, blur=0.0) -> jax.Array:
+        """Exact D(x; σ, c) for a batch with one label per sample ([n] ints, null = num_classes).
+
+        With blur = δ > 0 it is the denoiser of `blurred(δ)`, computed from this mixture: x0 + δn' noised
+        at σ is x0 noised at s = √(σ² + δ²), so D^δ(x; σ) = D(x; s) + (δ²/s²)(x − D(x; s)). δ may be a
+        traced value: moving it never recompiles."""
         x, s2 = _prep(x, sigma)
         labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), x.shape[:1])
-        return _denoise(x, s2, *self._gather(labels, x.dtype))
+        return _blurred_denoise(x, s2, jnp.asarray(blur, x.dtype), *self._gather(labels, x.dtype))
+
+    def blurred(self, delta: float) -> "ConditionalMixture":
+        """The same classes with every component covariance widened by δ²I: a model of the data that
+        is exactly "worse" in the way Autoguidance's weak model is (an ideal weak model, no network)."""
+        delta = float(delta)
+        if not (math.isfinite(delta) and delta >= 0):
+            raise ToyError(f"blur δ must be a finite number >= 0, got {delta!r}")
+        classes = tuple(GaussianMixture(m.weights, m.means, m.covs + delta**2 * np.eye(m.dim)) for m in self.classes)
+        return ConditionalMixture(classes, self.class_weights, self.class_names, self.name)
 
     def score(self, x, sigma, labels) -> jax.Array:
         x, s2 = _prep(x, sigma)
@@ -334,8 +371,7 @@ class ConditionalMixture:
         labels = jax.random.categorical(k_lab, jnp.log(jnp.asarray(self.class_weights, jnp.float32)), shape=(n,))
         xs = jnp.stack([m.sample(jax.random.fold_in(k_x, c), n, sigma) for c, m in enumerate(self.classes)])  # [C, n, d]
         x = jnp.take_along_axis(xs, labels[None, :, None], axis=0)[0]                                          # [n, d]
-        drop = jax.random.uniform(k_drop, (n,)) < label_dropout
-        return x, jnp.where(drop, self.null_label, labels)
+        return x, drop_labels(labels, k_drop, label_dropout, self.null_label)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "class_names": list(self.class_names),
@@ -365,7 +401,7 @@ def _gmm2d() -> ConditionalMixture:
     return ConditionalMixture((a, b), np.array([0.5, 0.5]), ("diagonal", "anti-diagonal"), "gmm2d")
 
 
-def _branches(origin, angle, length, depth, spread, thickness, pieces=3):
+def tree_branches(origin, angle, length, depth, spread, thickness, pieces=3):
     """Thin Gaussians along the segments of a recursive binary tree: (weights, means, covs)."""
     w, mu, cov = [], [], []
     stack = [(np.asarray(origin, float), angle, length, 0)]
@@ -386,8 +422,8 @@ def _branches(origin, angle, length, depth, spread, thickness, pieces=3):
 def _tree2d() -> ConditionalMixture:
     # Thin anisotropic branches, like the fractal tree of the Autoguidance toy: two trees share a
     # trunk region and interleave, so classes overlap along thin structure where learned models blur.
-    a = GaussianMixture(*_branches((0.0, -5.0), np.pi / 2 + 0.25, 4.0, 3, 0.55, 0.12))
-    b = GaussianMixture(*_branches((0.0, -5.0), np.pi / 2 - 0.25, 4.0, 3, 0.45, 0.12))
+    a = GaussianMixture(*tree_branches((0.0, -5.0), np.pi / 2 + 0.25, 4.0, 3, 0.55, 0.12))
+    b = GaussianMixture(*tree_branches((0.0, -5.0), np.pi / 2 - 0.25, 4.0, 3, 0.45, 0.12))
     return ConditionalMixture((a, b), np.array([0.5, 0.5]), ("left tree", "right tree"), "tree2d")
 
 
@@ -456,10 +492,9 @@ def load_json(path: str | Path) -> ConditionalMixture:
 
 def component_labels(mixture: GaussianMixture, x) -> jax.Array:
     """Index of the most responsible component at σ = 0 for each sample, [n]."""
-    x, s2 = _prep(x, 0.0)
-    logj, _, _ = _component_terms(x, s2, *mixture._params(x.dtype))
-    return jnp.argmax(logj, axis=-1)
+    x, _ = _prep(x, 0.0)
+    return _assign(x, *mixture._params(x.dtype))
 
 
 __all__: Sequence[str] = ["GaussianMixture", "ConditionalMixture", "PRESETS", "get_preset", "from_dict",
-                          "load_json", "component_labels"]
+                          "load_json", "component_labels", "tree_branches"]

@@ -1,7 +1,8 @@
-"""Learned denoisers: a residual MLP with droppable blocks and EDM preconditioning (DESIGN.md §3).
+"""Learned denoisers: a residual MLP with droppable blocks and EDM preconditioning.
 
 Block k computes h ← h + m_k · f_k(h, emb); the mask m ∈ {0,1}^K selects a sub-network of the same
-weights (paper Eq. 2). `m = 1` everywhere is the full network.
+weights (paper Eq. 2). `m = 1` everywhere is the full network. `LearnedDenoiser` and `ExactDenoiser`
+put a trained network and the closed-form truth behind one interface, D(x, σ, labels, mask).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flax import nnx
 
 from toy import prefix
 from toy.errors import ToyError
+from toy.layers import LabelEmbedder, mask_column, noise_features, precondition
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class MLPConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def build(self, seed: int = 0) -> "MLPDenoiser":
+        """The network this config describes, initialised from `seed`."""
+        return init_model(self, seed)
 
 
 class Block(nnx.Module):
@@ -58,7 +64,7 @@ class MLPDenoiser(nnx.Module):
         W = cfg.width
         self.inp = nnx.Linear(cfg.dim, W, rngs=rngs)
         self.noise_emb = nnx.Linear(2 * cfg.fourier, W, rngs=rngs)
-        self.class_emb = nnx.Embed(cfg.num_classes + 1, W, rngs=rngs)   # last row: learned ∅
+        self.label = LabelEmbedder(cfg.num_classes, W, rngs)             # last row: learned ∅
         self.blocks = nnx.List([Block(W, rngs) for _ in range(cfg.num_blocks)])
         self.out_norm = nnx.LayerNorm(W, rngs=rngs)
         # Zero output layer: at init D = c_skip·x, the best linear guess for unit-variance data.
@@ -66,11 +72,8 @@ class MLPDenoiser(nnx.Module):
 
     def embed(self, sigma: jax.Array, labels: jax.Array) -> jax.Array:
         """Noise-level and class embedding, [n, W]."""
-        c_noise = jnp.log(sigma) / 4                                         # [n]
-        freqs = 2.0 ** jnp.linspace(-1.0, 4.0, self.cfg.fourier)            # [F]
-        ang = c_noise[:, None] * freqs * (2 * jnp.pi)                        # [n, F]
-        fourier = jnp.concatenate([jnp.cos(ang), jnp.sin(ang)], axis=-1)     # [n, 2F]
-        return nnx.silu(self.noise_emb(fourier) + self.class_emb(labels))    # [n, W]
+        fourier = noise_features(sigma, self.cfg.fourier)                    # [n, 2F]
+        return nnx.silu(self.noise_emb(fourier) + self.label(labels))        # [n, W]
 
     # The network in three stages, so that guidance can share a prefix of blocks between passes
     # (toy/prefix.py): stem → blocks (each h ← h + f_k(h)) → head.
@@ -87,8 +90,7 @@ class MLPDenoiser(nnx.Module):
         else:
             emb = self.embed(jnp.asarray(sigma, x.dtype), labels)            # [n, W]
         sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (n,))          # [n]
-        sd = self.cfg.sigma_data
-        c_in = 1 / jnp.sqrt(sigma**2 + sd**2)                                # [n]
+        c_in = precondition(sigma, self.cfg.sigma_data)[2]                   # [n]
         return self.inp(c_in[:, None] * x), (emb, labels, x, sigma)          # [n, W]
 
     def block(self, k: int, h: jax.Array, ctx: tuple) -> jax.Array:
@@ -102,9 +104,7 @@ class MLPDenoiser(nnx.Module):
     def head(self, h: jax.Array, ctx: tuple) -> jax.Array:
         """D = c_skip·x + c_out·F from the last activation."""
         x, sigma = ctx[2], ctx[3]
-        sd = self.cfg.sigma_data
-        c_skip = sd**2 / (sigma**2 + sd**2)                                  # [n]
-        c_out = sigma * sd / jnp.sqrt(sigma**2 + sd**2)                      # [n]
+        c_skip, c_out, _ = precondition(sigma, self.cfg.sigma_data)          # [n] ×2
         F = self.out(nnx.silu(self.out_norm(h)))                             # [n, d]
         return c_skip[:, None] * x + c_out[:, None] * F                      # [n, d]
 
@@ -116,29 +116,14 @@ class MLPDenoiser(nnx.Module):
         h, ctx = self.stem(x, sigma, labels)                                 # [n, W]
         for k in range(len(self.blocks)):
             f = self.block(k, h, ctx)                                        # [n, W]
-            h = h + (f if mask is None else _mask_column(mask, k, n, f.dtype) * f)    # [n, W]
+            h = h + (f if mask is None else mask_column(mask, k, n, f.dtype) * f)    # [n, W]
         return self.head(h, ctx)                                             # [n, d]
-
-
-def _mask_column(mask: jax.Array, k: int, n: int, dtype) -> jax.Array:
-    """m_k as an [n, 1] column from a [K] or [n, K] mask."""
-    mask = jnp.asarray(mask)
-    col = mask[k] if mask.ndim == 1 else mask[:, k]
-    return jnp.broadcast_to(col, (n,)).astype(dtype)[:, None]
 
 
 def init_model(cfg: MLPConfig, seed: int = 0) -> MLPDenoiser:
     if cfg.num_blocks < 1 or cfg.width < 1 or cfg.dim < 1 or cfg.num_classes < 1:
         raise ToyError(f"MLPConfig needs positive dim, num_classes, width and num_blocks, got {cfg}")
     return MLPDenoiser(cfg, nnx.Rngs(seed))
-
-
-def build_model(cfg, seed: int = 0) -> nnx.Module:
-    """The network a config describes: the MLP (MLPConfig) or the DiT (toy.dit.DiTConfig)."""
-    if hasattr(cfg, "image_size"):
-        from toy.dit import init_dit     # toy.dit imports this module
-        return init_dit(cfg, seed)
-    return init_model(cfg, seed)
 
 
 def param_count(model: nnx.Module) -> int:
@@ -157,7 +142,7 @@ class LearnedDenoiser:
 
     graphdef: nnx.GraphDef
     params: nnx.State
-    cfg: MLPConfig              # or a toy.dit.DiTConfig: anything with dim, num_blocks, num_classes
+    cfg: MLPConfig              # or a toy.images.dit.DiTConfig: anything with dim, num_blocks, num_classes
 
     @classmethod
     def from_model(cls, model: MLPDenoiser) -> "LearnedDenoiser":
@@ -176,25 +161,48 @@ class LearnedDenoiser:
         model = nnx.merge(self.graphdef, self.params if params is None else params)
         return model(x, sigma, labels, mask)
 
-    def guided_passes(self, x, sigma, null, label, masks, *, shared_prefix: bool = True):
+    def guided_passes(self, x, sigma, null, label, masks, *, shared_prefix: bool = True, active=None):
         """(D_∅, D_c, D̂_c(m_i) [N, …]) for masks [N, K]; the sub-passes start from the conditional
-        pass's activations (toy/prefix.py) unless shared_prefix is False."""
+        pass's activations (toy/prefix.py) unless shared_prefix is False, and are skipped (D̂ = D_c)
+        where the traced bool `active` is False."""
         model = nnx.merge(self.graphdef, self.params)
         fn = prefix.guided_passes if shared_prefix else prefix.guided_passes_plain
-        return fn(model, x, sigma, null, label, masks)
+        return fn(model, x, sigma, null, label, masks, active)
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=["mixture", "num_blocks"])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["blur", "ideal_blur"], meta_fields=["mixture"])
 @dataclass(frozen=True, eq=False)
 class ExactDenoiser:
-    """The closed-form D of a ConditionalMixture behind the same interface (no blocks to drop)."""
+    """The closed-form D of a ConditionalMixture behind the same interface. It has no blocks to drop:
+    where a method needs a weaker prediction (S²'s sub-network, Autoguidance's weak model) it gets the
+    ideal weak model, the truth blurred by δ = `ideal_blur` (`ConditionalMixture.blurred`)."""
 
-    mixture: object  # ConditionalMixture
-    num_blocks: int = 0
+    mixture: object            # ConditionalMixture
+    blur: float = 0.0          # this denoiser's own δ: 0 is the truth itself
+    ideal_blur: float = 1.0    # δ of the ideal weak model (a runtime value: moving it never recompiles)
+
+    num_blocks = 0
 
     @property
     def null_label(self) -> int:
         return self.mixture.null_label
 
     def __call__(self, x, sigma, labels, mask=None, *, params=None):
-        return self.mixture.denoise(x, sigma, labels)
+        return self.mixture.denoise(x, sigma, labels, self.blur)
+
+    def weak(self) -> "ExactDenoiser":
+        """The ideal weak model: the truth blurred by `ideal_blur` (Autoguidance's weak model on the exact denoiser)."""
+        return ExactDenoiser(self.mixture, self.ideal_blur, self.ideal_blur)
+
+    def guided_passes(self, x, sigma, null, label, masks, *, shared_prefix: bool = True, active=None):
+        """(D_∅, D_c, D^δ_c [N, …]): the ideal weak model stands in for every sub-network (masks [N, K]
+        only fix N); where the traced bool `active` is False, D_c stands in."""
+        n, N = x.shape[0], masks.shape[0]
+        d = self(jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))     # [2n, d]
+        d_cond = d[n:]
+        if active is None:
+            sub = self.mixture.denoise(x, sigma, label, self.ideal_blur)               # [n, d]
+        else:
+            sub = jax.lax.cond(active, lambda _: self.mixture.denoise(x, sigma, label, self.ideal_blur),
+                               lambda _: d_cond, None)
+        return d[:n], d_cond, jnp.broadcast_to(sub, (N,) + sub.shape)

@@ -1,11 +1,11 @@
-"""Shared-prefix evaluation of the guided passes (issue 7).
+"""Shared-prefix evaluation of the guided passes.
 
 S² needs D_∅, D_c and the sub-network prediction D̂_c(m) at the same (x, σ). A sub-network whose
 first dropped block is j computes exactly what the full conditional pass computes before block j,
 so it can start from the conditional pass's activation h_j instead of recomputing blocks 0..j−1,
 and it can skip its dropped blocks instead of multiplying them by 0.
 
-Any model with the three stages below works (the MLP in toy/nets.py, the DiT in toy/dit.py):
+Any model with the three stages below works (the MLP in toy/nets.py, the DiT in toy/images/dit.py):
 
     h, ctx = model.stem(x, sigma, labels)        # h_0 and context (embeddings, x, σ; prefix.Shared: all rows)
     f = model.block(k, h, ctx)                   # residual of block k: h_{k+1} = h_k + m_k·f
@@ -66,28 +66,41 @@ def sub_from_prefix(model, hs: list, ctx: tuple, mask: jax.Array) -> jax.Array:
     return model.head(h, ctx)
 
 
+def _maybe(active, compute, skipped):
+    """compute() where `active` (a traced bool) holds, else skipped(): one lax.cond, or a plain call."""
+    if active is None:
+        return compute()
+    return jax.lax.cond(active, lambda _: compute(), lambda _: skipped(), None)
+
+
 def guided_passes(model, x: jax.Array, sigma, null: jax.Array, label: jax.Array,
-                  masks: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+                  masks: jax.Array, active=None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(D_∅ [n, …], D_c [n, …], D̂_c(m_i) [N, n, …]) with the sub-passes sharing D_c's prefix.
 
-    masks: [N, K]. D_∅ and D_c are one batched pass of 2n rows."""
-    n = x.shape[0]
+    masks: [N, K]. D_∅ and D_c are one batched pass of 2n rows. `active` (a traced bool, optional):
+    where it is False the sub-passes are skipped and D̂_c(m_i) = D_c (so S² reduces to CFG)."""
+    n, N = x.shape[0], masks.shape[0]
     d, hs, ctx = staged_forward(model, jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))
     hs_c, ctx_c = [h[n:] for h in hs], _rows(ctx, n)
-    if masks.shape[0] == 1:       # S²: one mask, no loop around it
-        subs = sub_from_prefix(model, hs_c, ctx_c, masks[0])[None]                 # [1, n, …]
-    else:
-        subs = jax.lax.map(lambda m: sub_from_prefix(model, hs_c, ctx_c, m), masks)   # [N, n, …]
-    return d[:n], d[n:], subs
+    d_cond = d[n:]
+
+    def subs():
+        if N == 1:       # S²: one mask, no loop around it
+            return sub_from_prefix(model, hs_c, ctx_c, masks[0])[None]               # [1, n, …]
+        return jax.lax.map(lambda m: sub_from_prefix(model, hs_c, ctx_c, m), masks)  # [N, n, …]
+    return d[:n], d_cond, _maybe(active, subs, lambda: jnp.broadcast_to(d_cond, (N,) + d_cond.shape))
 
 
 def guided_passes_plain(model, x: jax.Array, sigma, null: jax.Array, label: jax.Array,
-                        masks: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The same three predictions by plain recomputation: one batch of (N + 2)n rows, every block
-    computed for every row and multiplied by its mask entry. The reference for the tests and bench."""
+                        masks: jax.Array, active=None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The same three predictions by plain recomputation: every block computed for every row of the
+    N sub-passes and multiplied by its mask entry. The reference for the tests and bench."""
     n, N, K = x.shape[0], masks.shape[0], masks.shape[1]
-    xs = jnp.concatenate([x] * (N + 2))                                          # [(N+2)n, …]
-    labels = jnp.concatenate([null, label] + [label] * N)                        # [(N+2)n]
-    row_masks = jnp.concatenate([jnp.ones((2 * n, K)), jnp.repeat(masks, n, axis=0)])  # [(N+2)n, K]
-    d = model(xs, sigma, labels, row_masks)                                      # [(N+2)n, …]
-    return d[:n], d[n:2 * n], d[2 * n:].reshape((N, n) + d.shape[1:])
+    d = model(jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))      # [2n, …]
+    d_cond = d[n:]
+
+    def subs():
+        row_masks = jnp.repeat(masks, n, axis=0)                                    # [Nn, K]
+        out = model(jnp.concatenate([x] * N), sigma, jnp.concatenate([label] * N), row_masks)   # [Nn, …]
+        return out.reshape((N, n) + out.shape[1:])
+    return d[:n], d_cond, _maybe(active, subs, lambda: jnp.broadcast_to(d_cond, (N,) + d_cond.shape))

@@ -1,4 +1,4 @@
-"""Image data for the DiT experiment (issue 6): CIFAR-10 from its official archive, read safely, and
+"""Image data for the DiT experiment: CIFAR-10 from its official archive, read safely, and
 an embedded default that needs no download (scikit-learn's 8×8 digits).
 
 CIFAR-10's python version is a tar of pickled dicts. Pickle can run code, so batches are read with
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toy.errors import ToyError
+from toy.layers import drop_labels
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_DEFAULT = (7, 1)                       # horse, automobile: the paper's appendix B.1.3
@@ -245,7 +246,6 @@ class ImageData:
 
     def sample_batch(self, data, key: jax.Array, n: int, *, label_dropout: float = 0.0):
         """n random training images (with replacement) and labels, ∅ with probability label_dropout."""
-        from toy.dit import LabelEmbedder
         images, labels = data
         k_idx, k_drop, k_flip = jax.random.split(key, 3)
         idx = jax.random.randint(k_idx, (n,), 0, images.shape[0])                    # [n]
@@ -254,7 +254,7 @@ class ImageData:
             img = x.reshape((n,) + self.images.shape[1:])                            # [n, H, W, C]
             img = jnp.where(jax.random.bernoulli(k_flip, 0.5, (n, 1, 1, 1)), img[:, :, ::-1], img)
             x = img.reshape(n, -1)
-        return x, LabelEmbedder.drop(labels[idx], k_drop, label_dropout, self.null_label)
+        return x, drop_labels(labels[idx], k_drop, label_dropout, self.null_label)
 
     def subset(self, per_class: int) -> "ImageData":
         """The first `per_class` images of each class (for quick runs)."""

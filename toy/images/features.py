@@ -1,4 +1,4 @@
-"""Features of real and generated images, and the metrics computed on them (issue 6).
+"""Features of real and generated images, and the metrics computed on them.
 
 Default features: the penultimate layer of a small classifier trained on the same real images
 (figures say so). With CLIP weights in a local folder (`clip_feature_net`, the optional `clip`
@@ -118,20 +118,40 @@ class ClipFeatures:
         return np.concatenate(out)
 
 
-def clip_feature_net(weights_dir: str, image_shape: tuple[int, int, int]) -> ClipFeatures:
-    """Load a Flax CLIP model (e.g. openai/clip-vit-base-patch32) from a local folder holding
-    config.json and flax_model.msgpack. Nothing is downloaded and no pickled (PyTorch) weights are
-    read: a folder without Flax weights is a clear error."""
+def check_clip_folder(weights_dir: str) -> None:
+    """A CLIP folder must hold config.json (a JSON object of a CLIP model) and flax_model.msgpack:
+    checked before any work, so a bad folder is one clear line, not a traceback from transformers."""
+    import json
     from pathlib import Path
     folder = Path(weights_dir)
     if not (folder / "config.json").is_file() or not (folder / "flax_model.msgpack").is_file():
         raise ToyError(f"--clip {weights_dir}: expected a folder with config.json and flax_model.msgpack (Flax CLIP "
                        f"weights, e.g. openai/clip-vit-base-patch32); PyTorch .bin files are not loaded")
     try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ToyError(f"--clip {weights_dir}: config.json is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(cfg, dict) or cfg.get("model_type") != "clip" or not isinstance(cfg.get("vision_config"), dict):
+        raise ToyError(f"--clip {weights_dir}: config.json does not describe a CLIP model "
+                       f"(needs \"model_type\": \"clip\" and a \"vision_config\" object)")
+
+
+def clip_feature_net(weights_dir: str, image_shape: tuple[int, int, int]) -> ClipFeatures:
+    """Load a Flax CLIP model (e.g. openai/clip-vit-base-patch32) from a local folder holding
+    config.json and flax_model.msgpack. Nothing is downloaded and no pickled (PyTorch) weights are
+    read: a folder without Flax weights is a clear error."""
+    from pathlib import Path
+    folder = Path(weights_dir)
+    check_clip_folder(weights_dir)
+    try:
         from transformers import FlaxCLIPModel
     except ImportError:
         raise ToyError("CLIP features need transformers with Flax support: uv pip install -e '.[clip]'") from None
-    model = FlaxCLIPModel.from_pretrained(str(folder), local_files_only=True)
+    try:
+        model = FlaxCLIPModel.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:        # transformers raises many types for a bad folder; one line for the user
+        raise ToyError(f"--clip {weights_dir}: the Flax CLIP weights could not be loaded ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'})") from None
     return ClipFeatures(model, tuple(image_shape), name=f"CLIP image embeddings ({folder.name})")
 
 

@@ -1,4 +1,4 @@
-"""A class-conditional DiT (Peebles & Xie 2023) in Flax NNX with droppable blocks (issue 6).
+"""A class-conditional DiT (Peebles & Xie 2023) in Flax NNX with droppable blocks.
 
 The same interface as the MLP of toy/nets.py: D(x; σ, c, m) = c_skip·x + c_out·F(c_in·x; σ, c, m)
 on flat images x [n, H·W·C], so every guidance method, sampler and metric of the core runs on it
@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from toy.errors import ToyError
-from toy.nets import _mask_column
+from toy.layers import LabelEmbedder, mask_column, noise_features, precondition
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class DiTConfig:
 
     def to_dict(self) -> dict:
         return {"arch": "dit", **dataclasses.asdict(self)}
+
+    def build(self, seed: int = 0) -> "DiT":
+        """The network this config describes, initialised from `seed`."""
+        return init_dit(self, seed)
 
 
 # A registry of sizes: XXS (tests), XS and S fit a 2-core CPU on 8×8 digits / 32×32 CIFAR; S/2 and B/2 are the
@@ -101,26 +105,8 @@ class NoiseEmbedder(nnx.Module):
         self.fc2 = nnx.Linear(cfg.width, cfg.width, rngs=rngs)
 
     def __call__(self, sigma: jax.Array) -> jax.Array:
-        freqs = 2.0 ** jnp.linspace(-1.0, 5.0, self.fourier, dtype=sigma.dtype)                     # [F]
-        ang = (jnp.log(sigma) / 4)[:, None] * freqs * (2 * jnp.pi)                                     # [n, F]
-        f = jnp.concatenate([jnp.cos(ang), jnp.sin(ang)], axis=-1)                                     # [n, 2F]
-        return self.fc2(nnx.silu(self.fc1(f)))                                                         # [n, width]
-
-
-class LabelEmbedder(nnx.Module):
-    """Class labels → [n, width]. Owns the null row (label `num_classes` = ∅) and label dropout."""
-
-    def __init__(self, cfg: DiTConfig, rngs: nnx.Rngs):
-        self.null = cfg.num_classes
-        self.table = nnx.Embed(cfg.num_classes + 1, cfg.width, rngs=rngs)
-
-    @staticmethod
-    def drop(labels: jax.Array, key: jax.Array, p: float, null: int) -> jax.Array:
-        """Replace each label by ∅ with probability p: how the unconditional model is trained."""
-        return jnp.where(jax.random.uniform(key, labels.shape) < p, null, labels)
-
-    def __call__(self, labels: jax.Array) -> jax.Array:
-        return self.table(labels)                                                  # [n, width]
+        f = noise_features(sigma, self.fourier)                                    # [n, 2F]
+        return self.fc2(nnx.silu(self.fc1(f)))                                     # [n, width]
 
 
 def sincos_2d(width: int, grid: int) -> np.ndarray:
@@ -195,7 +181,7 @@ class DiT(nnx.Module):
         self.cfg = cfg.validate()
         self.patch = PatchEmbed(cfg, rngs)
         self.noise = NoiseEmbedder(cfg, rngs)
-        self.label = LabelEmbedder(cfg, rngs)
+        self.label = LabelEmbedder(cfg.num_classes, cfg.width, rngs)   # owns the null row ∅
         self.blocks = nnx.List([DiTBlock(cfg, rngs) for _ in range(cfg.depth)])
         self.final = FinalLayer(cfg, rngs)
         self._initialize(rngs)
@@ -219,7 +205,7 @@ class DiT(nnx.Module):
         n = x.shape[0]
         sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (n,))                # [n]
         labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (n,))            # [n]
-        c_in = 1 / jnp.sqrt(sigma**2 + cfg.sigma_data**2)                          # [n]
+        c_in = precondition(sigma, cfg.sigma_data)[2]                              # [n]
         img = (c_in[:, None] * x).reshape(n, cfg.image_size, cfg.image_size, cfg.channels)   # [n, H, W, C]
         pos = jnp.asarray(sincos_2d(cfg.width, cfg.image_size // cfg.patch), x.dtype)        # [T, W]
         h = self.patch(img) + pos[None]                                            # [n, T, W]
@@ -235,9 +221,7 @@ class DiT(nnx.Module):
         n, g = x.shape[0], cfg.image_size // cfg.patch
         out = self.final(h, c).reshape(n, g, g, p, p, cfg.channels)                # [n, g, g, p, p, C]
         F = out.transpose(0, 1, 3, 2, 4, 5).reshape(n, -1)                         # [n, H·W·C]
-        sd = cfg.sigma_data
-        c_skip = sd**2 / (sigma**2 + sd**2)                                        # [n]
-        c_out = sigma * sd / jnp.sqrt(sigma**2 + sd**2)                            # [n]
+        c_skip, c_out, _ = precondition(sigma, cfg.sigma_data)                     # [n] ×2
         return c_skip[:, None] * x + c_out[:, None] * F                            # [n, d]
 
     def __call__(self, x: jax.Array, sigma: jax.Array, labels: jax.Array,
@@ -248,7 +232,7 @@ class DiT(nnx.Module):
         h, ctx = self.stem(x, sigma, labels)
         for k in range(len(self.blocks)):
             f = self.block(k, h, ctx)                                              # [n, T, W]
-            h = h + (f if mask is None else _mask_column(mask, k, n, f.dtype)[:, :, None] * f)
+            h = h + (f if mask is None else mask_column(mask, k, n, f.dtype)[:, :, None] * f)
         return self.head(h, ctx)
 
 

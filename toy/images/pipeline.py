@@ -1,16 +1,15 @@
-"""The image experiment end to end (issue 6; paper appendix B.1.3, Fig. 4 and Fig. 15).
+"""The image experiment end to end (paper appendix B.1.3, Fig. 4 and Fig. 15).
 
-train: a class-conditional DiT (toy/dit.py) with the core trainer (EDM loss, EMA, atomic
+train: a class-conditional DiT (toy/images/dit.py) with the core trainer (EDM loss, EMA, atomic
 resumable checkpoints), plus weak models for Autoguidance (a smaller DiT and the main run's early
 snapshot). sample: any guidance method of toy/guidance.py with the core sampler. evaluate: features
-of real and generated images (toy/features.py), metrics per method over seeds, t-SNE (fig4_tsne),
+of real and generated images (toy/images/features.py), metrics per method over seeds, t-SNE (fig4_tsne),
 the fixed-block grid (fig15_fixed_block_grid) and a results table.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,18 +17,20 @@ from typing import Callable
 
 import jax
 import numpy as np
+from matplotlib.figure import Figure
 
-from toy.data import ImageData, load_dataset
+from toy import files
 from toy.diffusion import SamplerConfig, sample
-from toy.dit import DIT_SIZES, DiTConfig, dit_config
 from toy.errors import ToyError, check_int
-from toy.guidance import GuidanceConfig
+from toy.evaluation import summarize
+from toy.guidance import BASELINES, GuidanceConfig, label
+from toy.images.data import ImageData, load_dataset
+from toy.images.dit import DIT_SIZES, DiTConfig, dit_config
+from toy.plotting import image_grid, save
 from toy.train import TrainConfig, train
 
 FIG4_METHODS = ("none", "cfg", "autoguidance", "s2-naive", "s2")
-TABLE_METHODS = FIG4_METHODS + ("cfg++", "cfg-zero*", "apg", "guidance-interval")
-LABELS = {"none": "no guidance", "cfg": "CFG", "autoguidance": "Autoguidance", "s2-naive": "naive S²",
-          "s2": "S²", "cfg++": "CFG++", "cfg-zero*": "CFG-Zero*", "apg": "APG", "guidance-interval": "guidance interval"}
+TABLE_METHODS = FIG4_METHODS + BASELINES
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ImageConfig:
     data: str = "digits"                 # "digits" (embedded) or the path of a CIFAR-10 archive
     classes: tuple[int, ...] | None = None   # source class ids; default horse/automobile (7, 1)
     image_size: int = 32                 # CIFAR-10 only: 32, or 16/8 average-pooled for the CPU
-    size: str = "XS"                     # DiT size (toy.dit.DIT_SIZES)
+    size: str = "XS"                     # DiT size (toy.images.dit.DIT_SIZES)
     train_steps: int = 2500              # the digits default fits the 15-minute CPU budget (README.md)
     batch: int = 128
     lr: float = 1e-3
@@ -127,7 +128,7 @@ def generate_all(models: dict, method: str, icfg: ImageConfig, data: ImageData, 
 def evaluate(icfg: ImageConfig, data: ImageData, models: dict, out: str | Path = "figures",
              progress: bool = True) -> dict:
     """Every method over the seeds: metrics table, t-SNE figure and fixed-block grid in `out`."""
-    from toy import features as F
+    from toy.images import features as F
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,14 +162,13 @@ def evaluate(icfg: ImageConfig, data: ImageData, models: dict, out: str | Path =
             bar.update(1)
     if bar is not None:
         bar.close()
-    summary = {m: {k: [float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs]))] for k in rs[0]}
-               for m, rs in rows.items()}
+    summary = {m: {k: summarize([r[k] for r in rs]) for k in rs[0]} for m, rs in rows.items()}
     real_sep = F.class_separation(real_feats, data.labels)
     result = {"config": {**dataclasses.asdict(icfg), "data_name": data.name, "class_names": list(data.class_names)},
               "features": fnet.name, "real_separation": real_sep, "metrics": summary, "per_seed": rows,
               "seconds": time.perf_counter() - t0}
-    (out / "images_results.json").write_text(json.dumps(result, indent=1))
-    (out / "images_results.md").write_text(results_table(result))
+    files.write_json(out / "images_results.json", result)
+    files.write_text(out / "images_results.md", results_table(result))
     fig4_tsne(data, real_feats, {m: (fnet.features(gens[m][0]), gens[m][1], gens[m][0]) for m in FIG4_METHODS},
               icfg, fnet.name, out / "fig4_tsne.png")
     fig15_grid(data, fixed, icfg, out / "fig15_fixed_block_grid.png")
@@ -208,29 +208,23 @@ def results_table(result: dict) -> str:
              "| method | Fréchet distance ↓ | class accuracy ↑ | precision ↑ | recall ↑ | class separation |",
              "|---|---|---|---|---|---|"]
     for m, s in result["metrics"].items():
-        cell = lambda k: f"{s[k][0]:.3f} ± {s[k][1]:.3f}"
-        lines.append(f"| {LABELS.get(m, m)} | {cell('fd')} | {cell('accuracy')} | {cell('precision')} | "
+        cell = lambda k: "n/a" if s[k]["mean"] is None else f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}"
+        lines.append(f"| {label(m)} | {cell('fd')} | {cell('accuracy')} | {cell('precision')} | "
                      f"{cell('recall')} | {cell('separation')} |")
     return "\n".join(lines) + "\n"
 
 
-def _grid(images: np.ndarray, data: ImageData) -> np.ndarray:
-    """[rows, cols, d] flat images → one [rows·H, cols·W, C] picture in [0, 1]."""
-    r, c = images.shape[:2]
-    H, C = data.image_size, data.channels
-    img = images.reshape(r, c, H, H, C).transpose(0, 2, 1, 3, 4).reshape(r * H, c * H, C)
-    return np.clip((img + 1) / 2, 0, 1)
+def picture(images: np.ndarray, data: ImageData) -> np.ndarray:
+    """[rows, cols, d] flat images of `data`'s shape → one [rows·H, cols·W, C] picture in [0, 1]."""
+    return image_grid(images, data.image_size, data.channels)
 
 
 def fig4_tsne(data: ImageData, real_feats: np.ndarray, gens: dict, icfg: ImageConfig, feat_name: str,
               path: Path) -> None:
     """Paper Fig. 4: t-SNE of generated features over real-data density contours, and samples."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy.stats import gaussian_kde
 
-    from toy.features import tsne
+    from toy.images.features import tsne
 
     rng = np.random.default_rng(0)
     keep = rng.permutation(len(real_feats))[:600]
@@ -241,8 +235,8 @@ def fig4_tsne(data: ImageData, real_feats: np.ndarray, gens: dict, icfg: ImageCo
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 120), np.linspace(lo[1], hi[1], 120))
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
     panels = ["real"] + list(FIG4_METHODS)
-    fig, axes = plt.subplots(2, len(panels), figsize=(3.0 * len(panels), 6.6),
-                             gridspec_kw={"height_ratios": [1, 0.9]})
+    fig = Figure(figsize=(3.0 * len(panels), 6.6))
+    axes = fig.subplots(2, len(panels), gridspec_kw={"height_ratios": [1, 0.9]})
     for i, name in enumerate(panels):
         ax = axes[0, i]
         for c in range(data.num_classes):
@@ -253,7 +247,7 @@ def fig4_tsne(data: ImageData, real_feats: np.ndarray, gens: dict, icfg: ImageCo
         xy, y = (real_xy, real_y) if name == "real" else (emb[i], gens[name][1])
         for c in range(data.num_classes):
             ax.scatter(*xy[y == c].T, s=4, color=colors[c % 4], alpha=0.7, label=data.class_names[c])
-        ax.set_title("real data" if name == "real" else LABELS[name], fontsize=10)
+        ax.set_title("real data" if name == "real" else label(name), fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlim(lo[0], hi[0])
@@ -264,29 +258,25 @@ def fig4_tsne(data: ImageData, real_feats: np.ndarray, gens: dict, icfg: ImageCo
         else:
             x, y = gens[name][2], gens[name][1]
             pick = np.stack([x[y == c][:4] for c in range(data.num_classes)])
-        ax.imshow(_grid(pick, data).squeeze(), cmap="gray" if data.channels == 1 else None, vmin=0, vmax=1,
+        ax.imshow(picture(pick, data).squeeze(), cmap="gray" if data.channels == 1 else None, vmin=0, vmax=1,
                   interpolation="nearest")
         ax.axis("off")
     axes[0, 0].legend(fontsize=7, loc="lower left", markerscale=3)
     fig.suptitle(f"t-SNE of image features (cf. paper Fig. 4): the generations of seed {icfg.seeds[0]}. Features: "
                  f"{feat_name}.\n{settings_line(replace(icfg, seeds=icfg.seeds[:1]), data)}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def fig15_grid(data: ImageData, fixed: list[np.ndarray], icfg: ImageConfig, path: Path) -> None:
     """Paper Fig. 15: samples of fixed-block guidance, one row per dropped block, same seeds."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     K, C = len(fixed), data.num_classes
-    fig, axes = plt.subplots(K, C, figsize=(max(7.0, 2.6 * C + 0.6), 0.55 * K + 1.0), squeeze=False)
+    fig = Figure(figsize=(max(7.0, 2.6 * C + 0.6), 0.55 * K + 1.0))
+    axes = fig.subplots(K, C, squeeze=False)
     for k in range(K):
         for c in range(C):
             ax = axes[k, c]
-            ax.imshow(_grid(fixed[k][c][None], data).squeeze(), cmap="gray" if data.channels == 1 else None,
+            ax.imshow(picture(fixed[k][c][None], data).squeeze(), cmap="gray" if data.channels == 1 else None,
                       vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -297,8 +287,7 @@ def fig15_grid(data: ImageData, fixed: list[np.ndarray], icfg: ImageConfig, path
     fig.suptitle(f"Fixed-block guidance, each block dropped at every step (cf. paper Fig. 15)\n"
                  f"{settings_line(replace(icfg, seeds=icfg.seeds[:1]), data)}", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def run_pipeline(icfg: ImageConfig, *, out: str | Path = "figures", folder: str | Path | None = None,

@@ -1,0 +1,62 @@
+"""One scoring procedure: `toy.evaluation` equals the metrics computed one by one, and every caller
+(compare, the figures, the app) gets the same numbers for the same seed and settings."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from scipy.stats import wasserstein_distance
+
+from toy import evaluation as E
+from toy import metrics as M
+from toy.compare import CompareConfig, run_compare
+from toy.diffusion import SamplerConfig
+from toy.guidance import GuidanceConfig
+from toy.mixtures import get_preset
+
+
+@pytest.mark.parametrize("preset", ["gmm1d", "gmm2d"])
+def test_score_equals_each_metric_from_scratch(preset):
+    target = get_preset(preset).cond(0)
+    x = np.asarray(target.sample(jax.random.key(9), 700)) * 1.1 + 0.2                # a distorted sample set
+    ref = E.make_reference(target, seed=4, n=700)
+    s, r = E.DEFAULT, ref.x
+    assert r.shape[0] == E.reference_size(700) == 5000                              # max(n, reference_min)
+    got = E.score(x, ref)
+    assert set(got) == set(M.METRICS)
+    want = {"wasserstein": M.wasserstein(x, r, num_projections=s.num_projections, seed=4),
+            "mmd": M.mmd(x, r, max_points=s.mmd_points, seed=4),
+            "mode_coverage": M.mode_coverage(x, target, min_share=s.min_share),
+            "mode_shift": M.mode_shift(x, target, r, min_count=s.min_count),
+            "spread_ratio": M.spread_ratio(x, target, r, min_count=s.min_count),
+            "gt_logp": M.gt_logp(x, target),
+            "low_density_frac": M.low_density_frac(x, target, r)}
+    for k in M.METRICS:
+        assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12), k
+    if preset == "gmm1d":                          # 1D W1 is exact: an independent implementation agrees
+        assert got["wasserstein"] == pytest.approx(wasserstein_distance(x[:, 0], r[:, 0]), rel=1e-9)
+
+
+def test_keys_and_summary():
+    target = get_preset("gmm1d").cond(0)
+    a, b = E.truth_samples(target, 3, 50), E.truth_samples(target, 3, 50)
+    np.testing.assert_array_equal(a, b)                                              # same seed, same numbers
+    ref = E.make_reference(target, 3, 50)
+    assert not np.allclose(ref.x[:50], a)                                            # one purpose, one key
+    assert E.summarize([1.0, 2.0, 4.0]) == {"mean": pytest.approx(7 / 3), "std": pytest.approx(np.std([1, 2, 4], ddof=1))}
+    assert E.summarize([5.0]) == {"mean": 5.0, "std": 0.0}
+    assert E.summarize([float("nan"), None]) == {"mean": None, "std": None}
+
+
+def test_compare_and_figures_measure_the_same(trained):
+    """One setting, two callers: the W1 in `compare`'s JSON and in a figure's Lab run are one number."""
+    from toy.figures import Lab, Settings
+    trained("gmm1d")
+    cfg = CompareConfig(preset="gmm1d", methods=("cfg",), guidance=GuidanceConfig(scale=3.0), seeds=(0,),
+                        samples=400, quick=True, sampler=SamplerConfig())
+    res = run_compare(cfg, progress=False)
+    st = dataclasses.replace(Settings.make(quick=True), samples=400, seeds=(0,), steps=32)
+    _, met, _ = Lab(st).run("gmm1d", GuidanceConfig(method="cfg", scale=3.0), 0)
+    for k in M.METRICS:
+        assert res["methods"]["cfg"][k]["mean"] == pytest.approx(met[k], rel=1e-12), k

@@ -1,0 +1,63 @@
+"""The shape of the code: the core never imports the image experiment, no module imports another's
+private names, nothing points outside the repository, and every runtime import is declared."""
+
+import ast
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ["toy", "toy.layers", "toy.mixtures", "toy.nets", "toy.prefix", "toy.guidance", "toy.diffusion", "toy.train",
+        "toy.checkpoint", "toy.metrics", "toy.evaluation", "toy.mechanism", "toy.compare", "toy.plotting",
+        "toy.claims", "toy.files", "toy.errors"]
+
+
+def test_core_imports_nothing_of_the_image_experiment():
+    code = ("import sys; " + "; ".join(f"import {m}" for m in CORE) +
+            "; print(sorted(m for m in sys.modules if m.startswith('toy.images')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def python_files():
+    return sorted(p for d in ("toy", "bench") for p in (ROOT / d).rglob("*.py")) + [ROOT / "app.py"]
+
+
+def test_no_private_name_is_imported_from_another_module():
+    bad = []
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(("toy", "bench")):
+                bad += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_")]
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and isinstance(node.value, ast.Name) and node.value.id in {"toy", "nets", "train", "mixtures",
+                                                                               "guidance", "metrics", "M", "E", "P"}:
+                bad.append(f"{path.relative_to(ROOT)}: {node.value.id}.{node.attr}")
+    assert not bad
+
+
+def test_nothing_points_outside_the_repository():
+    pattern = re.compile(r"DESIGN\.md|issue [0-9]|\.\./shared")
+    hits = [f"{p.relative_to(ROOT)}:{i}" for p in python_files() + sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits
+
+
+def test_runtime_imports_are_declared():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=\[ ]", d)[0].lower().replace("-", "_") for d in declared}
+    dist_of = {"sklearn": "scikit_learn", "PIL": "pillow", "yaml": "pyyaml"}
+    optional = {"transformers", "playwright", "nbclient", "nbformat", "pytest", "torch"}   # extras, imported lazily
+    stdlib = set(sys.stdlib_module_names)
+    used = set()
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            used |= {m.split(".")[0] for m in mods}
+    third = {m for m in used if m not in stdlib and m not in {"toy", "bench"} and m not in optional}
+    missing = sorted(m for m in third if dist_of.get(m, m).lower().replace("-", "_") not in names)
+    assert not missing, f"imported at run time but not in [project].dependencies: {missing}"

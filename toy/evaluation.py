@@ -1,0 +1,122 @@
+"""One way to score generated samples of a class against its exact truth.
+
+`compare`, the figures, the app and the notebooks all score through here, so the same seed and
+settings give the same numbers everywhere:
+
+- every random draw of a seed comes from `jax.random.fold_in(key(seed), purpose)` with one fixed
+  `purpose` per use (`REFERENCE`, `TRUTH`, `SAMPLES`);
+- the reference is `reference_size(n)` exact samples of the class (at least `EvalSettings.reference_min`),
+  and everything a score needs from it (component assignment, log-densities, sorted projections,
+  the MMD's reference-side kernel sums) is computed once in `Reference`;
+- `score` returns every metric of `toy.metrics.METRICS` with one fixed set of metric settings;
+- `summarize` reduces a metric over seeds to {"mean", "std"} with one convention (ddof = 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import jax
+import numpy as np
+
+from toy import metrics as M
+from toy.mixtures import GaussianMixture
+
+REFERENCE, TRUTH, SAMPLES = 1, 2, 3        # the purposes a seed's key is folded with
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The metric settings every caller shares."""
+
+    reference_min: int = 5000          # exact reference samples: max(n, reference_min)
+    num_projections: int = 256         # sliced Wasserstein directions (2D and up)
+    mmd_points: int = 1500             # MMD on at most this many points of each set
+    min_share: float = 0.2             # mode coverage: share of a mode's expected samples
+    min_count: int = 10                # per-mode metrics skip modes with fewer samples
+
+
+DEFAULT = EvalSettings()
+
+
+def seed_key(seed: int, purpose: int) -> jax.Array:
+    """The PRNG key of one purpose (REFERENCE, TRUTH, SAMPLES) of a seed."""
+    return jax.random.fold_in(jax.random.key(int(seed)), purpose)
+
+
+def reference_size(n: int, settings: EvalSettings = DEFAULT) -> int:
+    return max(int(n), settings.reference_min)
+
+
+def truth_samples(target: GaussianMixture, seed: int, n: int) -> np.ndarray:
+    """n fresh exact samples of the class: what a perfect sampler would give ([n, d])."""
+    return np.asarray(target.sample(seed_key(seed, TRUTH), n))
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """Exact reference samples of one class and seed, with what every score needs from them."""
+
+    target: GaussianMixture
+    seed: int
+    settings: EvalSettings
+    x: np.ndarray                  # [m, d] exact samples
+    comp: np.ndarray               # [m] most responsible component
+    low_threshold: float           # 1% quantile of their true log-density
+    dirs: np.ndarray               # [P, d] projection directions
+    sorted_proj: np.ndarray        # [P, m] sorted projections
+    mmd_x: np.ndarray              # [≤ mmd_points, d] the MMD subset
+    bandwidths: np.ndarray         # [S] MMD kernel bandwidths
+    kyy: np.ndarray                # [S] within-reference kernel means
+
+
+def make_reference(target: GaussianMixture, seed: int, n: int, settings: EvalSettings = DEFAULT) -> Reference:
+    """The reference for scoring n samples of `target` with `seed`."""
+    x = M.as_samples(np.asarray(target.sample(seed_key(seed, REFERENCE), reference_size(n, settings))), "ref")
+    dirs = M.directions(settings.num_projections, x.shape[1], seed)                  # [P, d]
+    mmd_x = M.mmd_subset(x, settings.mmd_points, seed)                               # [≤ mmd_points, d]
+    bw = M.mmd_bandwidths(mmd_x)                                                     # [S]
+    return Reference(target, int(seed), settings, x, M.assign(x, target),
+                     float(np.quantile(M.log_density(x, target), 0.01)), dirs, np.sort(dirs @ x.T, 1),
+                     mmd_x, bw, M.mmd_kernel_means(mmd_x, mmd_x, bw, same=True))
+
+
+def score(x, ref: Reference) -> dict[str, float]:
+    """Every metric of toy.metrics.METRICS for samples x [n, d] of ref's class. Equal to calling
+    each metric of toy.metrics with ref.x and these settings (tested), with the reference side reused."""
+    x = M.as_samples(x)
+    s, target = ref.settings, ref.target
+    comp, lp = M.assign(x, target), M.log_density(x, target)
+    xs = M.mmd_subset(x, s.mmd_points, ref.seed)
+    return {
+        "wasserstein": float(np.mean(M.wp_sorted(np.sort(ref.dirs @ x.T, 1), ref.sorted_proj, 1.0))),
+        "mmd": float(np.sum(M.mmd_kernel_means(xs, xs, ref.bandwidths, same=True) + ref.kyy
+                            - 2 * M.mmd_kernel_means(xs, ref.mmd_x, ref.bandwidths, same=False))),
+        "mode_coverage": M.mode_coverage(x, target, min_share=s.min_share, comp=comp),
+        "mode_shift": M.mode_shift(x, target, ref.x, min_count=s.min_count, comp=comp, ref_comp=ref.comp),
+        "spread_ratio": M.spread_ratio(x, target, ref.x, min_count=s.min_count, comp=comp, ref_comp=ref.comp),
+        "gt_logp": float(np.mean(lp)),
+        "low_density_frac": float(np.mean(lp < ref.low_threshold)),
+    }
+
+
+def summarize(values: Iterable[float | None]) -> dict:
+    """{"mean", "std"} over seeds (sample std, ddof = 1; 0 for one value); non-finite values are
+    left out, and none left gives {"mean": None, "std": None}."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
+    if v.size == 0:
+        return {"mean": None, "std": None}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
+
+
+def sample_and_score(main, gcfg, scfg, ref: Reference, label: int, n: int, *, weak=None,
+                     return_trajectory: bool = False):
+    """Draw n samples of class `label` with one method (the SAMPLES key of ref's seed) and score
+    them against `ref`: returns (samples [n, d], metrics, the sampler's result)."""
+    from toy.diffusion import sample
+    res = sample(main, gcfg, scfg, seed_key(ref.seed, SAMPLES), n, label, weak=weak,
+                 return_trajectory=return_trajectory)
+    x = np.asarray(res.x)                                                            # [n, d]
+    return x, score(x, ref), res

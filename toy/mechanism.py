@@ -1,0 +1,189 @@
+"""Why S² helps or hurts: the S² signal taken apart, and the regimes where it corrects CFG.
+
+S² adds ω·s to CFG with s = D_c − D̂_c(m) (paper Eq. 4). Along the states the CFG sampler visits,
+at every sampler σ and over the masks S² would draw, `decompose` fits by least squares
+
+    s ≈ α·g + β·h,   g = D_c − D_∅ (CFG's own direction),   h = D_c − x (the denoising direction).
+
+- α > 0: dropping blocks loses class information, so S² acts as CFG with λ + ωα: the modes move
+  further out.
+- β > 0: the sub-network denoises less (a blurrier model of the same class, Autoguidance's premise),
+  so S² pulls samples onto the class's own modes, against CFG's outward push, at a cost in spread.
+- r²: the share of |s|² that α and β explain; `ratio` = |s| / |g|.
+- `cos_error`: the cosine of s with the true model error e = D*_c − D_c (exact minus learned):
+  > 0 means S² moves the prediction toward the truth.
+
+`analyze` does this for a trained network (`main`, `blockdrop`) or for the ideal weak model (`ideal`:
+D_c exact, D̂ = the truth blurred by δ, where e = 0 and cos_error is undefined). `regime_effect`
+measures S²'s effect over CFG (paired by seed: same reference, same initial noise) for any network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from toy import evaluation as E
+from toy.diffusion import SamplerConfig, edm_sigmas, sample
+from toy.errors import ToyError, check_finite, check_int
+from toy.guidance import GuidanceConfig, num_dropped, sample_mask
+from toy.mixtures import get_preset
+from toy.nets import ExactDenoiser
+from toy.train import model_set_configs, train_models
+
+MODELS = ("main", "blockdrop", "ideal")      # the networks whose S² signal is taken apart
+EFFECT_METRICS = ("mode_shift", "spread_ratio", "wasserstein")
+
+
+def decompose(s: np.ndarray, g: np.ndarray, h: np.ndarray, e: np.ndarray | None = None) -> dict[str, float]:
+    """Least squares of the S² signal s on g and h over every mask and sample.
+
+    s: [M, n, d] (one row per mask); g, h: [n, d] (broadcast over masks); e: [n, d] the true model
+    error, or None. Returns alpha, beta, r2, cos_error (NaN without e, or where e = 0) and ratio."""
+    s, g, h = (np.asarray(a, np.float64) for a in (s, g, h))
+    M = s.shape[0]
+    gg, hh, gh = (np.sum(a * b) * M for a, b in ((g, g), (h, h), (g, h)))                # Σ over masks too
+    sg, sh = np.sum(s * g[None]), np.sum(s * h[None])
+    a = np.array([[gg, gh], [gh, hh]])
+    alpha, beta = np.linalg.lstsq(a, np.array([sg, sh]), rcond=None)[0]
+    ss = np.sum(s * s)
+    resid = np.sum((s - alpha * g[None] - beta * h[None]) ** 2)
+    cos = float("nan")
+    if e is not None:
+        e = np.asarray(e, np.float64)
+        ee = np.sum(e * e) * M
+        if ee > 0 and ss > 0:
+            cos = float(np.sum(s * e[None]) / np.sqrt(ss * ee))
+    return {"alpha": float(alpha), "beta": float(beta), "r2": float(1 - resid / ss) if ss > 0 else float("nan"),
+            "cos_error": cos, "ratio": float(np.sqrt(ss / gg)) if gg > 0 else float("nan")}
+
+
+@dataclass(frozen=True)
+class MechanismConfig:
+    preset: str = "gmm1d"
+    model: str = "main"              # main, blockdrop (trained networks) or ideal (the blurred truth)
+    quick: bool = False              # quick-trained models, fewer samples
+    label: int = 0
+    samples: int | None = None       # CFG sampler states per σ; default 500 quick, 2000 full
+    masks: int = 16                  # masks per σ, drawn as S² draws them
+    seed: int = 0
+    guidance: GuidanceConfig = GuidanceConfig(method="cfg")   # λ, and the masks' drop ratio / count / exclusions
+    sampler: SamplerConfig = SamplerConfig()
+    ideal_blur: float = 1.0          # δ of the ideal weak model
+    train_seed: int = 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples if self.samples is not None else (500 if self.quick else 2000)
+
+    def validate(self) -> "MechanismConfig":
+        mixture = get_preset(self.preset)
+        if self.model not in MODELS:
+            raise ToyError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        check_int("label", self.label, low=0, high=mixture.num_classes - 1)
+        check_int("samples", self.num_samples, low=10, high=1_000_000)
+        check_int("masks", self.masks, low=1, high=1024)
+        check_int("seed", self.seed, low=0, high=2**31 - 1)
+        check_finite("ideal blur δ", self.ideal_blur, low=0.0, low_open=True)
+        K = model_set_configs(self.preset, self.quick, self.train_seed)["main"].num_blocks
+        replace(self.guidance, method="s2").validate(K)      # the masks S² would draw must exist
+        return replace(self, sampler=self.sampler.validate())
+
+
+@functools.partial(jax.jit, static_argnames=("exclude", "num_masks"))
+def _signal(main, x, sigma, label, key, k_drop, *, exclude, num_masks):
+    """(D_∅, D_c, D̂_c(m_i) [M, n, d]) at one state x [n, d] and σ, masks drawn as S² draws them."""
+    n = x.shape[0]
+    labels = jnp.full((n,), label, jnp.int32)
+    null = jnp.full((n,), main.null_label, jnp.int32)
+    if main.num_blocks == 0:          # the ideal weak model: no blocks, no masks
+        masks = jnp.ones((num_masks, 0), jnp.float32)
+    else:
+        masks = jax.vmap(lambda k: sample_mask(k, main.num_blocks, exclude, k_drop))(jax.random.split(key, num_masks))
+    return main.guided_passes(x, sigma, null, labels, masks, shared_prefix=True)
+
+
+@jax.jit
+def _truth(mixture_denoiser, x, sigma, label):
+    return mixture_denoiser(x, sigma, jnp.full((x.shape[0],), label, jnp.int32))
+
+
+def analyze(cfg: MechanismConfig, *, folder: str | Path | None = None,
+            progress: bool | Callable[[float, str], None] = True, models: dict | None = None) -> dict:
+    """The decomposition at every sampler σ along the CFG sampler's own states:
+    {"preset", "model", "sigmas", "alpha", "beta", "r2", "cos_error", "ratio", "settings"}."""
+    cfg = cfg.validate()
+    mixture = get_preset(cfg.preset)
+    exact = ExactDenoiser(mixture, ideal_blur=cfg.ideal_blur)
+    if cfg.model == "ideal":
+        main, K = exact, 0
+    else:
+        models = models or train_models(cfg.preset, quick=cfg.quick, seed=cfg.train_seed, folder=folder,
+                                        progress=progress, roles=(cfg.model,))
+        main, K = models[cfg.model], models[cfg.model].num_blocks
+    g = replace(cfg.guidance, method="cfg")
+    k_drop = num_dropped(K, g.exclude, g.drop_ratio, g.num_drop) if K else 0
+    key = jax.random.key(cfg.seed)
+    run = sample(main, g, cfg.sampler, jax.random.fold_in(key, E.SAMPLES), cfg.num_samples, cfg.label,
+                 return_trajectory=True)
+    traj, sigmas = np.asarray(run.trajectory), run.sigmas                    # [T + 1, n, d], [T + 1]
+    out = {k: [] for k in ("alpha", "beta", "r2", "cos_error", "ratio")}
+    T = cfg.sampler.steps
+    for i in range(T):
+        x, sigma = jnp.asarray(traj[i]), jnp.float32(sigmas[i])
+        du, dc, subs = _signal(main, x, sigma, cfg.label, jax.random.fold_in(key, 1000 + i), jnp.float32(k_drop),
+                               exclude=tuple(g.exclude) if K else (), num_masks=cfg.masks if K else 1)
+        dc, du, subs, xs = np.asarray(dc), np.asarray(du), np.asarray(subs), np.asarray(x)
+        err = None if cfg.model == "ideal" else np.asarray(_truth(exact, x, sigma, cfg.label)) - dc
+        for k, v in decompose(dc[None] - subs, dc - du, dc - xs, err).items():
+            out[k].append(v)
+        if callable(progress):
+            progress((i + 1) / T, f"σ = {sigmas[i]:.3g}")
+    settings = {"label": cfg.label, "samples": cfg.num_samples, "masks": cfg.masks if K else 1, "seed": cfg.seed,
+                "guidance_scale": g.scale, "blocks_dropped": k_drop, "exclude": list(g.exclude),
+                "ideal_blur": cfg.ideal_blur if cfg.model == "ideal" else None, "quick": cfg.quick,
+                "sampler": dataclasses.asdict(cfg.sampler)}
+    return {"preset": cfg.preset, "model": cfg.model, "sigmas": [float(s) for s in sigmas[:T]], **out,
+            "settings": settings}
+
+
+def interval_for_sigma(scfg: SamplerConfig, lo: float, hi: float) -> tuple[float, float]:
+    """The application interval (fractions of the sampler steps) that holds exactly the steps whose
+    σ lies in [lo, hi]."""
+    sig = edm_sigmas(scfg.steps, scfg.sigma_min, scfg.sigma_max, scfg.rho)[:-1]      # [T]
+    idx = np.flatnonzero((sig >= lo) & (sig <= hi))
+    T1 = max(scfg.steps - 1, 1)
+    if idx.size == 0:
+        raise ToyError(f"no step of the {scfg.steps}-step sampler has σ in [{lo}, {hi}]: widen the window")
+    # half a step of margin on each side: positions are i / (T − 1) in float32 inside the sampler
+    return max(0.0, (idx[0] - 0.5) / T1), min(1.0, (idx[-1] + 0.5) / T1)
+
+
+def regime_effect(main, preset: str, gcfg: GuidanceConfig, scfg: SamplerConfig, seeds, n: int, *,
+                  label: int = 0, refs: dict | None = None) -> dict:
+    """S² minus CFG (same λ; gcfg's ω, masks and interval) for one network: per metric of
+    EFFECT_METRICS, {"mean", "std"} over seeds of the paired difference, plus each side's values.
+    Both use the seed's SAMPLES key, so they start from the same noise and are scored against the
+    same reference."""
+    target = get_preset(preset).cond(label)
+    diffs = {k: [] for k in EFFECT_METRICS}
+    sides = {"cfg": {k: [] for k in EFFECT_METRICS}, "s2": {k: [] for k in EFFECT_METRICS}}
+    for seed in seeds:
+        key = (preset, label, seed, n)
+        ref = refs[key] if refs is not None and key in refs else E.make_reference(target, seed, n)
+        if refs is not None:
+            refs[key] = ref
+        scores = {m: E.sample_and_score(main, replace(gcfg, method=m), scfg, ref, label, n)[1] for m in ("cfg", "s2")}
+        for k in EFFECT_METRICS:
+            diffs[k].append(scores["s2"][k] - scores["cfg"][k])
+            for m in sides:
+                sides[m][k].append(scores[m][k])
+    return {"effect": {k: E.summarize(v) for k, v in diffs.items()},
+            **{m: {k: E.summarize(v) for k, v in s.items()} for m, s in sides.items()}}
