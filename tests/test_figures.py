@@ -3,25 +3,26 @@
 import json
 
 import matplotlib.image as mpimg
-import numpy as np
 
-from toy.figures import FIGURES, IMAGE_FIGURES, main
+from toy.claims import VERDICTS
+from toy.figures import IMAGE_FIGURES, TOY_FIGURES, main
 from toy.guidance import EXACT_METHODS, METHODS
 from toy.metrics import METRICS
 
-PNGS = ["fig3_1d", "fig3_2d", "fig9_trajectories_1d", "fig10_naive_vs_single", "fig8_num_passes",
-        "fig7_ablations", "fig_tree2d_all_methods"]
+PNGS = ["fig3_1d", "fig3_2d", "fig9_trajectories_1d", "fig10_naive_vs_single", "fig8_num_passes", "fig7_ablations",
+        "fig_tree2d_all_methods", "fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes"]
 
 
 def test_quick_figures(cache_dir, trained, tmp_path, capsys):
     for preset in ("gmm1d", "gmm2d", "tree2d"):
         trained(preset)
     # the image figures (fig4_tsne, fig15_fixed_block_grid, images_results) are tested in test_images.py
-    toy_figures = [f for f in FIGURES if f not in IMAGE_FIGURES]
-    assert main(["--quick", "--out", str(tmp_path), "--only", *toy_figures]) == 0
+    assert not set(TOY_FIGURES) & set(IMAGE_FIGURES)
+    assert main(["--quick", "--out", str(tmp_path), "--only", *TOY_FIGURES]) == 0
     for name in PNGS:
         img = mpimg.imread(tmp_path / f"{name}.png")
         assert img.shape[0] > 200 and img.shape[1] > 300
+        assert img.shape[1] < 3.2 * img.shape[0], name        # a grid, readable at the README's width, not one long row
         assert img[..., :3].std() > 0.05                     # not blank
     md = (tmp_path / "toy_results.md").read_text()
     res = json.loads((tmp_path / "toy_results.json").read_text())
@@ -31,12 +32,22 @@ def test_quick_figures(cache_dir, trained, tmp_path, capsys):
         assert set(res[preset]["methods"]) | set(res[preset].get("errors", {})) == rows
         for name, ms in res[preset]["methods"].items():
             assert set(ms) == set(METRICS)
-    for m in rows:
-        assert f"| {m} |" in md
+    for row in ("| CFG |", "| S² |", "| naive S² |", "| CFG (exact) |", "| S² (exact) |", "| Autoguidance (exact) |"):
+        assert row in md
     claims = json.loads((tmp_path / "claims.json").read_text())
-    assert len(claims) == 7
-    assert all(c["verdict"] in ("holds", "does not hold", "mixed") and c["evidence"] for c in claims)
+    assert len(claims) == 9
+    assert all(c["verdict"] in VERDICTS and c["evidence"] for c in claims)
+    assert any("ideal weak sub-network" in c["claim"] for c in claims)
+    assert any("Block-dropout" in c["claim"] for c in claims)
     assert "seeds [0, 1]" in (tmp_path / "claims.md").read_text()
+    mech = json.loads((tmp_path / "mechanism.json").read_text())
+    for preset in ("gmm1d", "gmm2d"):
+        for model in ("main", "blockdrop", "ideal"):
+            series = mech["mechanism"]["series"][preset][model]
+            assert {"sigmas", "alpha", "beta", "r2", "cos_error", "ratio"} <= set(series)
+            assert len(series["alpha"]) == len(series["sigmas"])
+        assert set(mech["regimes"][preset]) == {"width", "depth", "steps", "block_drop", "sigma_window"}
+    assert "| gmm1d | block-dropout network |" in (tmp_path / "mechanism.md").read_text()
 
 
 def test_unknown_figure_is_one_line_error(tmp_path, capsys):

@@ -11,10 +11,10 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 
 def test_there_are_notebooks():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
 
 
-NEEDS = {"01": ["gmm1d"], "02": ["gmm2d"], "03": ["gmm1d"], "04": ["images"]}
+NEEDS = {"01": ["gmm1d"], "02": ["gmm2d"], "03": ["gmm1d"], "04": ["images"], "05": ["gmm1d"]}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -21,6 +21,7 @@ from toy.errors import NonFiniteError, ToyError, check_finite, check_int
 from toy.guidance import GuidanceConfig, guided_step
 
 SOLVERS = ("heun", "euler")
+SIGMA_MAX_RATIO = 16.0      # σ_max ≥ this × σ_data (see SamplerConfig.fit)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class SamplerConfig:
         check_finite("churn", self.churn, low=0.0)
         check_finite("s_noise", self.s_noise, low=0.0)
         return replace(self, steps=int(self.steps))
+
+    def fit(self, sigma_data: float | None) -> "SamplerConfig":
+        """The schedule for data of RMS spread σ_data: σ_max at least SIGMA_MAX_RATIO × σ_data, so the
+        first state is noise that swamps the data (80 covers every preset; wider data raise it)."""
+        if sigma_data is None:
+            return self
+        return replace(self, sigma_max=max(self.sigma_max, SIGMA_MAX_RATIO * float(sigma_data)))
 
 
 def edm_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> np.ndarray:
@@ -158,6 +166,11 @@ def _sample_jit(main, weak, key, label, dyn, *, gcfg: GuidanceConfig, scfg: Samp
     return x, first_bad, None, None
 
 
+# Up to this many numbers per state the trajectory is kept whether asked for or not: one compiled program
+# then serves both kinds of call (writing it costs little next to the network), which saves a compile.
+_ALWAYS_TRAJECTORY = 200_000
+
+
 def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: int, label: int, *,
            weak=None, dim: int | None = None, return_trajectory: bool = False) -> SampleResult:
     """Draw n guided samples of class `label` with one method.
@@ -166,7 +179,7 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
     weak is needed by autoguidance only. Raises NonFiniteError naming the step and the method if the
     state stops being finite.
     """
-    scfg = scfg.validate()
+    scfg = scfg.validate().fit(getattr(main, "sigma_data", None))
     gcfg = gcfg.validate(main.num_blocks)
     check_int("number of samples", n, low=1, high=10_000_000)
     if gcfg.method == "autoguidance" and weak is None:
@@ -176,14 +189,15 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
     dim = dim if dim is not None else _dim_of(main)
     x, first_bad, traj, den = _sample_jit(main, weak if gcfg.method == "autoguidance" else None, key,
                                           jnp.int32(label), gcfg.dynamic(main.num_blocks), gcfg=gcfg.static(), scfg=scfg,
-                                          n=int(n), dim=int(dim), return_trajectory=return_trajectory)
+                                          n=int(n), dim=int(dim),
+                                          return_trajectory=return_trajectory or n * dim <= _ALWAYS_TRAJECTORY)
     bad = int(first_bad)
     sigmas = edm_sigmas(scfg.steps, scfg.sigma_min, scfg.sigma_max, scfg.rho)
     if bad >= 0:
         raise NonFiniteError(f"method {gcfg.method!r}: the sampler state became non-finite at step {bad} of "
                              f"{scfg.steps} (σ = {sigmas[bad]:.4g} → {sigmas[bad + 1]:.4g}) with λ = {gcfg.scale}, "
                              f"ω = {gcfg.s2_scale}; lower the scales or use more steps")
-    return SampleResult(x, traj, den, sigmas)
+    return SampleResult(x, traj, den, sigmas) if return_trajectory else SampleResult(x, None, None, sigmas)
 
 
 def _dim_of(denoiser) -> int:

@@ -109,8 +109,9 @@ class Lab:
             self.refs[k] = E.make_reference(get_preset(preset).cond(0), seed, self.st.samples)
         return self.refs[k]
 
-    def run(self, preset, gcfg, seed, *, model="main", trajectory=False, weak="small", exact=None):
-        """model: "main", "blockdrop", or "exact" (then `exact` may give the ExactDenoiser to use)."""
+    def run(self, preset, gcfg, seed, *, model="main", weak="small", exact=None):
+        """model: "main", "blockdrop", or "exact" (then `exact` may give the ExactDenoiser to use).
+        Trajectories always come back: one compiled sampler per method then serves every figure."""
         if model == "exact":
             main = exact or ExactDenoiser(get_preset(preset))
             w = None
@@ -118,7 +119,7 @@ class Lab:
             models = self.model_set(preset)
             main, w = models[model], models[weak]
         return E.sample_and_score(main, gcfg, self.st.sampler, self.ref(preset, seed), 0, self.st.samples, weak=w,
-                                  return_trajectory=trajectory)
+                                  return_trajectory=True)
 
     def sweep(self, preset, gcfgs, metric="wasserstein", **kw):
         """[len(gcfgs), len(seeds)] values of one metric."""
@@ -146,7 +147,7 @@ def finish(fig, out: Path, name: str, caption: str) -> None:
     P.save(fig, out / f"{name}.png")
 
 
-def density_panels(lab: Lab, preset: str, methods, name: str, out: Path, max_cols: int = 5):
+def density_panels(lab: Lab, preset: str, methods, name: str, out: Path, max_cols: int = 3):
     mix = get_preset(preset)
     target = mix.cond(0)
     seed = lab.st.seeds[0]
@@ -167,9 +168,9 @@ def fig9(lab: Lab, out: Path):
     target = get_preset("gmm1d").cond(0)
     window = P.density_window(target)
     seed = lab.st.seeds[0]
-    fig, axes = P.panels(len(methods), max_cols=5, size=(3.0, 3.0))
+    fig, axes = P.panels(len(methods), max_cols=3, size=(3.0, 3.0))
     for ax, m in zip(axes, methods):
-        _, _, r = lab.run("gmm1d", replace(PAPER, method=m), seed, trajectory=True)
+        _, _, r = lab.run("gmm1d", replace(PAPER, method=m), seed)
         P.TrajectoryArtist(ax, window).set(np.asarray(r.trajectory)[:, :60], marks=tuple(target.means[:, 0]))
         ax.set_title(label(m), fontsize=9)
     axes[0].set_ylabel("x")

@@ -231,8 +231,8 @@ def _validate(weights, means, covs, *, where: str):
         w = np.asarray(weights, dtype=np.float64)
         mu = np.asarray(means, dtype=np.float64)
         cov = np.asarray(covs, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ToyError(f"{where}: weights, means and covs must be numeric arrays ({e})") from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ToyError(f"{where}: weights, means and covs must be numeric arrays ({str(e).splitlines()[0][:120]})") from None
     if w.ndim != 1 or w.size == 0:
         raise ToyError(f"{where}: weights must be a non-empty list of K numbers, got shape {w.shape}")
     K = w.size
@@ -254,10 +254,34 @@ def _validate(weights, means, covs, *, where: str):
         raise ToyError(f"{where}: covariance {bad} is not symmetric")
     cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
     eig = np.linalg.eigvalsh(cov)
-    if np.any(eig <= 1e-12):
+    if np.any(eig <= 0):
         bad = int(np.argmin(eig.min(1)))
         raise ToyError(f"{where}: covariance {bad} is not positive definite (smallest eigenvalue {eig[bad].min():.3g})")
     return w / w.sum(), mu, cov
+
+
+# The scales every part (float32 sampler, σ schedule, metrics) handles accurately; a mixture outside
+# them is refused when it is built. The sampler's σ_max follows the data (SamplerConfig.fit).
+MIN_STD = 1e-3            # smallest standard deviation of any component, along any direction
+MAX_EXTENT = 1e5          # largest |coordinate| the components reach (mean + 4 std)
+MAX_RATIO = 1e4           # extent over the smallest std: float32 keeps ~7 digits, the metrics need ~3
+
+
+def check_scales(means: np.ndarray, covs: np.ndarray, where: str) -> None:
+    """Refuse a mixture whose scales fall outside the supported range, naming the number and the bound."""
+    eig = np.linalg.eigvalsh(covs)                                                  # [K, d]
+    std_min = float(np.sqrt(eig.min()))
+    extent = float(np.max(np.abs(means).max(1) + 4 * np.sqrt(eig.max(1))))
+    if std_min < MIN_STD:
+        raise ToyError(f"{where}: a component's standard deviation is {std_min:.3g}; the supported range starts at "
+                       f"{MIN_STD:g} (scale the data up)")
+    if extent > MAX_EXTENT:
+        raise ToyError(f"{where}: the components reach |x| = {extent:.3g}; the supported range ends at {MAX_EXTENT:g} "
+                       f"(centre or scale the data down)")
+    if extent / std_min > MAX_RATIO:
+        raise ToyError(f"{where}: the data reach |x| = {extent:.3g} with components as narrow as {std_min:.3g} std, a "
+                       f"ratio of {extent / std_min:.3g}; the supported ratio is at most {MAX_RATIO:g} (float32 "
+                       f"sampling cannot resolve them)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,6 +307,8 @@ class ConditionalMixture:
             raise ToyError(f"class_weights must be {len(self.classes)} numbers > 0, got {self.class_weights!r}")
         if len(self.class_names) != len(self.classes):
             raise ToyError("class_names must name every class")
+        check_scales(np.concatenate([m.means for m in self.classes]), np.concatenate([m.covs for m in self.classes]),
+                     "mixture")
         object.__setattr__(self, "class_weights", cw / cw.sum())
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -476,18 +502,45 @@ def from_dict(spec: dict, name: str = "custom") -> ConditionalMixture:
     return ConditionalMixture(tuple(mixtures), cw, tuple(str(n) for n in names), str(spec.get("name", name)))
 
 
+MAX_SPEC_BYTES = 10_000_000      # a mixture spec is a few numbers per component
+
+
+def parse_json(text: str | bytes, source: str = "the custom mixture", name: str = "custom") -> ConditionalMixture:
+    """A user mixture from JSON text (format in `from_dict`): every decoding, nesting, type and value
+    problem is one ToyError that names `source` and what is wrong (the command line and the app both
+    read mixtures through here)."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise ToyError(f"{source} is {len(text):,} bytes; a mixture spec is at most {MAX_SPEC_BYTES:,}")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ToyError(f"{source} is not UTF-8 text (byte {e.start} cannot be decoded)") from None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ToyError(f"{source} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ToyError(f"{source} nests too deeply to be a mixture spec") from None
+    try:
+        return from_dict(spec, name=name)
+    except RecursionError:
+        raise ToyError(f"{source} nests too deeply to be a mixture spec") from None
+    except ToyError as e:
+        raise ToyError(f"{source}: {e}") from None
+
+
 def load_json(path: str | Path) -> ConditionalMixture:
     """A user mixture from a JSON file (format in `from_dict`), validated with clear errors."""
     p = Path(path)
     try:
-        text = p.read_text()
+        if p.stat().st_size > MAX_SPEC_BYTES:
+            raise ToyError(f"mixture file {str(p)!r} is {p.stat().st_size:,} bytes; a mixture spec is at most "
+                           f"{MAX_SPEC_BYTES:,}")
+        data = p.read_bytes()
     except OSError as e:
-        raise ToyError(f"cannot read mixture file {str(p)!r}: {e.strerror}") from None
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ToyError(f"mixture file {str(p)!r} is not valid JSON: {e}") from None
-    return from_dict(spec, name=p.stem)
+        raise ToyError(f"cannot read mixture file {str(p)!r}: {e.strerror or type(e).__name__}") from None
+    return parse_json(data, f"mixture file {str(p)!r}", p.stem)
 
 
 def component_labels(mixture: GaussianMixture, x) -> jax.Array:
@@ -497,4 +550,4 @@ def component_labels(mixture: GaussianMixture, x) -> jax.Array:
 
 
 __all__: Sequence[str] = ["GaussianMixture", "ConditionalMixture", "PRESETS", "get_preset", "from_dict",
-                          "load_json", "component_labels", "tree_branches"]
+                          "parse_json", "load_json", "component_labels", "tree_branches", "check_scales"]

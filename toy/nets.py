@@ -157,6 +157,10 @@ class LearnedDenoiser:
     def null_label(self) -> int:
         return self.cfg.num_classes
 
+    @property
+    def sigma_data(self) -> float:
+        return self.cfg.sigma_data
+
     def __call__(self, x, sigma, labels, mask=None, *, params=None):
         model = nnx.merge(self.graphdef, self.params if params is None else params)
         return model(x, sigma, labels, mask)
@@ -186,6 +190,10 @@ class ExactDenoiser:
     @property
     def null_label(self) -> int:
         return self.mixture.null_label
+
+    @property
+    def sigma_data(self) -> float:
+        return self.mixture.sigma_data()
 
     def __call__(self, x, sigma, labels, mask=None, *, params=None):
         return self.mixture.denoise(x, sigma, labels, self.blur)

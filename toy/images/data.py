@@ -17,6 +17,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,31 +62,46 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def safe_load_pickle(data: bytes) -> object:
+    """The plain data a pickle holds (numpy arrays, lists, dicts, strings, numbers), never an object
+    that runs code, checked in bounded work (see _check_plain)."""
     try:
         obj = SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
     except DataError:
         raise
     except Exception as e:   # truncated or garbled file
-        raise DataError(f"not a readable pickle ({type(e).__name__}: {e})") from None
+        raise DataError(f"not a readable pickle ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
     _check_plain(obj)
     return obj
 
 
-def _check_plain(obj, depth: int = 0) -> None:
-    if depth > 20:
-        raise DataError("dataset pickle nests too deeply")
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise DataError("refusing an object array in a dataset pickle")
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_plain(k, depth + 1)
-            _check_plain(v, depth + 1)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _check_plain(v, depth + 1)
-    elif not isinstance(obj, (str, bytes, int, float, bool, type(None))):
-        raise DataError(f"refusing {type(obj).__name__} in a dataset pickle")
+MAX_DEPTH = 20                  # nesting of containers in a dataset pickle
+MAX_ELEMENTS = 5_000_000        # container entries checked at most (a CIFAR-10 batch has about 30,000)
+
+
+def _check_plain(obj) -> None:
+    """Refuse anything but plain data, in work bounded by MAX_ELEMENTS: each container is visited
+    once, and a container that appears in several places is refused, since a dataset has no reason
+    to share one and a "pickle bomb" (a list holding itself 40 times, a dozen levels deep) relies on
+    exactly that to make a walk of every path take forever."""
+    seen, budget, stack = set(), MAX_ELEMENTS, [(obj, 0)]
+    while stack:
+        o, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise DataError(f"dataset pickle nests deeper than {MAX_DEPTH} levels")
+        if isinstance(o, np.ndarray):
+            if o.dtype.hasobject:
+                raise DataError("refusing an object array in a dataset pickle")
+        elif isinstance(o, (dict, list, tuple)):
+            if len(o) and id(o) in seen:
+                raise DataError("dataset pickle uses one container in several places (a pickle bomb?); refused")
+            seen.add(id(o))
+            children = [c for kv in o.items() for c in kv] if isinstance(o, dict) else list(o)
+            budget -= len(children)
+            if budget < 0:
+                raise DataError(f"dataset pickle holds more than {MAX_ELEMENTS:,} entries; refused")
+            stack += [(c, depth + 1) for c in children]
+        elif not isinstance(o, (str, bytes, int, float, bool, type(None))):
+            raise DataError(f"refusing {type(o).__name__} in a dataset pickle")
 
 
 # -- CIFAR-10 -------------------------------------------------------------------------------------
@@ -105,8 +121,18 @@ def _python_batches(tar: tarfile.TarFile, split: str):
         d = safe_load_pickle(raw)
         if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
             raise DataError(f"{name} is not a CIFAR-10 batch (no data/labels)")
-        x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)   # [n, 32, 32, 3]
-        yield x, np.asarray(d[b"labels"], np.int64)
+        data, labels = d[b"data"], d[b"labels"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            got = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise DataError(f"{name}: data must be a uint8 array of shape [n, 3072], got {got}")
+        if not isinstance(labels, list) or not all(type(v) is int for v in labels):
+            raise DataError(f"{name}: labels must be a list of integers")
+        if len(labels) != len(data):
+            raise DataError(f"{name}: {len(labels)} labels for {len(data)} images")
+        labels = np.asarray(labels, np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise DataError(f"{name}: labels must be class ids 0..9, got {labels.min()}..{labels.max()}")
+        yield data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels                    # [n, 32, 32, 3]
 
 
 def _binary_batches(tar: tarfile.TarFile, split: str):
@@ -132,8 +158,9 @@ def read_cifar10(path: str | Path, split: str = "train") -> tuple[np.ndarray, np
             names = [Path(m.name).name for m in tar.getmembers()]
             reader = _binary_batches if any(n.endswith(".bin") for n in names) else _python_batches
             xs, ys = zip(*reader(tar, split))
-    except tarfile.TarError as e:
-        raise DataError(f"{str(path)!r} is not a readable tar archive ({e})") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise DataError(f"{str(path)!r} is not a readable tar archive ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:120] if str(e) else 'truncated?'})") from None
     return np.concatenate(xs), np.concatenate(ys)
 
 
