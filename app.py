@@ -1,7 +1,9 @@
-"""Streamlit app: λ and ω sliders over every guidance method, against the exact ground truth.
+"""Streamlit app: λ and ω sliders over every guidance method, against the exact ground truth, with the
+sampler in time and the S² mechanism on screen.
 
 Run with `streamlit run app.py`. UI only: sampling, scoring, drawing and the mechanism all come from
 the `toy` package (toy.evaluation, toy.plotting, toy.mechanism, the method registry of toy.guidance).
+Every setting is mirrored in the URL, so a reload or a shared link reproduces the view.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
@@ -29,16 +32,103 @@ from toy.compare import MODELS, WEAK_MODELS
 from toy.diffusion import SamplerConfig
 from toy.errors import ToyError
 from toy.guidance import EXACT_METHODS, METHODS, REGISTRY, GuidanceConfig, label
+from toy.mechanism import decompose_states, guidance_terms
 from toy.metrics import METRICS
-from toy.mixtures import PRESETS, from_dict, get_preset
+from toy.mixtures import PRESETS, get_preset, parse_json
 from toy.nets import ExactDenoiser
+from toy.runtime import enable_compilation_cache
 from toy.train import model_set_configs, train_models
+
+enable_compilation_cache()      # a second launch loads the compiled samplers instead of compiling them
 
 EXAMPLE = {"classes": [{"weights": [1, 1], "means": [[-3, 0], [3, 0]], "covs": [[[1, 0], [0, 1]], [[0.5, 0], [0, 2]]]},
                        {"weights": [1], "means": [[0, 2]], "covs": [[[1, 0.3], [0.3, 1]]]}],
            "class_names": ["pair", "single"]}
 SOURCES = {"trained network": "trained", "exact closed form": "exact"}
 TRAJ_N = 40          # trajectories drawn per method
+MECH_MASKS = 8       # masks per σ in the mechanism view
+MECH_STATES = 200    # CFG sampler states per σ for α, β, cos_error
+SAMPLE_SIZES = [200, 500, 1000, 2000, 5000, 10000, 20000]
+_DROPPABLE = model_set_configs("gmm2d", quick=True)["main"].num_blocks - 1      # block 0 is never dropped
+
+# Every widget's default, the paper's settings where it has one; the URL and the reset button use them.
+DEFAULTS = {"preset": "gmm1d", "custom": json.dumps(EXAMPLE, indent=1), "source": "trained network",
+            "model": "main", "delta": 1.0, "methods": ["cfg", "autoguidance", "s2"], "lam": 3.0, "omega": 0.25,
+            "num_drop": 1, "num_masks": 4, "fixed_block": 1, "interval": (0.1, 0.9), "weak": "small", "steps": 24,
+            "samples": 1000, "seed": 0, "label": 0, "step": 24}
+
+
+def _num(lo, hi, kind=float):
+    def parse(v):
+        x = kind(v)
+        if not lo <= x <= hi:
+            raise ValueError
+        return x
+    return parse
+
+
+def _choice(options):
+    def parse(v):
+        if v not in options:
+            raise ValueError
+        return v
+    return parse
+
+
+def _methods(v):
+    names = [m for m in v.split(",") if m]
+    if not names or any(m not in METHODS for m in names) or len(set(names)) != len(names):
+        raise ValueError
+    return names
+
+
+def _pair(v):
+    lo, hi = (float(p) for p in v.split(","))
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError
+    return (lo, hi)
+
+
+# How each setting reads from and writes to the URL (st.query_params).
+PARSE = {"preset": _choice(list(PRESETS) + ["custom"]), "custom": str, "source": _choice(list(SOURCES)),
+         "model": _choice(list(MODELS)), "delta": _num(0.05, 3.0), "methods": _methods, "lam": _num(0.0, 10.0),
+         "omega": _num(0.0, 2.0), "num_drop": _num(1, _DROPPABLE, int), "num_masks": _num(1, 16, int),
+         "fixed_block": _num(1, _DROPPABLE, int), "interval": _pair, "weak": _choice(list(WEAK_MODELS)),
+         "steps": _num(4, 128, int), "samples": lambda v: _choice(SAMPLE_SIZES)(int(v)), "seed": _num(0, 1_000_000, int),
+         "label": _num(0, 63, int), "step": _num(0, 128, int)}
+SHOW = {"methods": ",".join, "interval": lambda v: f"{v[0]:g},{v[1]:g}"}
+
+
+def settings_from_url() -> list[str]:
+    """On a session's first run, put the URL's settings into the widgets; returns what was ignored."""
+    if st.session_state.get("_url_read"):
+        return []
+    st.session_state["_url_read"] = True
+    ignored = []
+    for key, raw in st.query_params.to_dict().items():
+        if key not in PARSE:
+            ignored.append(key)
+            continue
+        try:
+            st.session_state[key] = PARSE[key](raw)
+        except (ValueError, TypeError):
+            ignored.append(f"{key}={raw}")
+    return ignored
+
+
+def settings_to_url() -> None:
+    """Mirror every setting that differs from its default into the URL (a shareable link)."""
+    want = {k: SHOW.get(k, str)(st.session_state[k]) for k in DEFAULTS
+            if k in st.session_state and st.session_state[k] != DEFAULTS[k]}
+    if st.session_state.get("step") == st.session_state.get("steps"):
+        want.pop("step", None)                 # the last step is the default whatever the step count
+    if st.query_params.to_dict() != want:
+        st.query_params.from_dict(want)
+
+
+def paper_defaults() -> None:
+    for k, v in DEFAULTS.items():
+        st.session_state[k] = v
 
 
 # Streamlit re-executes this script on every widget move, so module globals do not survive a rerun:
@@ -49,7 +139,7 @@ TRAJ_N = 40          # trajectories drawn per method
 @st.cache_resource(show_spinner=False)
 def _store() -> dict:
     return {"custom": {}, "models": {}, "refs": {}, "windows": {}, "runs": {}, "columns": {}, "canvases": {},
-            "lock": threading.Lock()}
+            "mechanism": {}, "lock": threading.Lock()}
 
 
 @st.cache_resource(show_spinner=False)
@@ -76,39 +166,36 @@ def _cached(cache: dict, key, make, limit: int = 64):
 
 
 def mixture_from_controls(preset: str, custom_text: str):
-    """(mixture, name for the model cache, content key for the app caches)."""
+    """(mixture, name for the model cache, content key for the app caches); the custom text is read
+    by the same guarded reader as a mixture file on the command line (one error line)."""
     if preset != "custom":
         return get_preset(preset), preset, preset
-
-    def parse():
-        try:
-            spec = json.loads(custom_text)
-        except json.JSONDecodeError as e:
-            raise ToyError(f"the custom mixture is not valid JSON: {e}") from None
-        return from_dict(spec, name="custom")
-    return _cached(_store()["custom"], custom_text, parse), "custom", ("custom", custom_text)
+    return (_cached(_store()["custom"], custom_text, lambda: parse_json(custom_text, "the custom mixture")),
+            "custom", ("custom", custom_text))
 
 
 def models_for(mixture, name, mkey, roles):
     def make():
         bar = st.progress(0.0, text="Training the networks once (cached on disk afterwards)…")
-        models = train_models(name, quick=True, mixture=mixture, roles=roles,
-                              progress=lambda f, text: bar.progress(min(max(f, 0.0), 1.0), text=f"Training: {text}"))
-        bar.empty()
-        return models
+        try:
+            return train_models(name, quick=True, mixture=mixture, roles=roles,
+                                progress=lambda f, text: bar.progress(min(max(f, 0.0), 1.0), text=f"Training: {text}"))
+        finally:
+            bar.empty()
     return _cached(_store()["models"], (mkey, roles), make, limit=16)
 
 
 def controls():
     sb = st.sidebar
+    sb.button("Paper defaults", on_click=paper_defaults, key="reset",
+              help="λ = 3, ω = 0.25, one of seven blocks dropped, central 80% of the steps; gmm1d.")
     sb.header("Target")
-    c = {}
-    c["preset"] = sb.selectbox("Mixture", list(PRESETS) + ["custom"], key="preset",
-                               help="gmm1d: modes at ±4 (paper Fig. 3 top); gmm2d: modes at (±4, ±4); "
-                                    "tree2d: thin branches; custom: edit a JSON mixture.")
-    c["custom"] = json.dumps(EXAMPLE, indent=1)
+    c = {"preset": sb.selectbox("Mixture", list(PRESETS) + ["custom"], key="preset",
+                                help="gmm1d: modes at ±4 (paper Fig. 3 top); gmm2d: modes at (±4, ±4); "
+                                     "tree2d: thin branches; custom: edit a JSON mixture.")}
+    c["custom"] = DEFAULTS["custom"]
     if c["preset"] == "custom":
-        c["custom"] = sb.text_area("Custom mixture (JSON)", c["custom"], height=220, key="custom",
+        c["custom"] = sb.text_area("Custom mixture (JSON)", key="custom", height=220,
                                    help='{"classes": [{"weights", "means", "covs"}, …]}; covariances symmetric '
                                         "positive-definite, weights > 0.")
     c["source"] = SOURCES[sb.radio("Denoiser", list(SOURCES), key="source",
@@ -119,34 +206,31 @@ def controls():
         c["model"] = sb.radio("Network", list(MODELS), key="model", horizontal=True,
                               help="main: the network as trained; blockdrop: the same network trained with "
                                    "stochastic depth (each droppable block skipped with probability 0.1).")
-        c["delta"] = 1.0
+        c["delta"] = DEFAULTS["delta"]
     else:
-        c["model"] = "main"
-        c["delta"] = sb.slider("Ideal weak model δ", 0.05, 3.0, 1.0, 0.05, key="delta",
+        c["model"] = DEFAULTS["model"]
+        c["delta"] = sb.slider("Ideal weak model δ", 0.05, 3.0, step=0.05, key="delta",
                                help="The truth with every covariance widened by δ²I: Autoguidance's weak model "
                                     "and S²'s sub-network on the exact denoiser.")
-    c["methods"] = sb.multiselect("Methods", list(METHODS), default=["cfg", "autoguidance", "s2"], key="methods",
-                                  format_func=label)
-    main_cfg = model_set_configs("gmm2d", quick=True)["main"]
-    droppable = main_cfg.num_blocks - 1
+    c["methods"] = sb.multiselect("Methods", list(METHODS), key="methods", format_func=label)
     sb.header("Guidance")
-    c["scale"] = sb.slider("Guidance scale λ", 0.0, 10.0, 3.0, 0.1, key="lam", help="λ = 1: no guidance.")
-    c["s2_scale"] = sb.slider("S² scale ω", 0.0, 2.0, 0.25, 0.05, key="omega", help="ω = 0: S² is CFG.")
-    c["num_drop"] = sb.slider("Blocks dropped per mask", 1, droppable, 1, key="num_drop",
-                              help=f"Out of {droppable} droppable blocks (block 0 is never dropped); 1 ≈ the "
+    c["scale"] = sb.slider("Guidance scale λ", 0.0, 10.0, step=0.1, key="lam", help="λ = 1: no guidance.")
+    c["s2_scale"] = sb.slider("S² scale ω", 0.0, 2.0, step=0.05, key="omega", help="ω = 0: S² is CFG.")
+    c["num_drop"] = sb.slider("Blocks dropped per mask", 1, _DROPPABLE, key="num_drop",
+                              help=f"Out of {_DROPPABLE} droppable blocks (block 0 is never dropped); 1 ≈ the "
                                    f"paper's 10%.")
-    c["num_masks"] = sb.slider("N sub-networks (naive S²)", 1, 16, 4, key="num_masks")
-    c["fixed_block"] = sb.slider("Dropped block (fixed-block S²)", 1, droppable, 1, key="fixed_block")
-    c["interval"] = sb.slider("Application interval (fraction of steps)", 0.0, 1.0, (0.1, 0.9), 0.05,
-                              key="interval", help="S² acts only in this part of the sampler; CFG elsewhere.")
+    c["num_masks"] = sb.slider("N sub-networks (naive S²)", 1, 16, key="num_masks")
+    c["fixed_block"] = sb.slider("Dropped block (fixed-block S²)", 1, _DROPPABLE, key="fixed_block")
+    c["interval"] = sb.slider("Application interval (fraction of steps)", 0.0, 1.0, step=0.05, key="interval",
+                              help="S² acts only in this part of the sampler; CFG elsewhere.")
     c["weak"] = sb.radio("Autoguidance weak model", list(WEAK_MODELS), key="weak", horizontal=True)
     sb.header("Sampler")
-    c["steps"] = sb.slider("Steps (Heun)", 4, 128, 24, key="steps",
+    c["steps"] = sb.slider("Steps (Heun)", 4, 128, key="steps",
                            help="24 Heun steps (47 network evaluations): their discretisation error is a fraction "
-                                "of the sampling noise of 1000 samples (README, The app).")
-    c["samples"] = sb.select_slider("Samples", [200, 500, 1000, 2000, 5000, 10000, 20000], 1000, key="samples",
+                                "of the sampling noise of 1000 samples.")
+    c["samples"] = sb.select_slider("Samples", SAMPLE_SIZES, key="samples",
                                     help="Per method. More samples: smoother plots, slower redraws.")
-    c["seed"] = int(sb.number_input("Seed", 0, 1_000_000, 0, key="seed"))
+    c["seed"] = int(sb.number_input("Seed", 0, 1_000_000, key="seed"))
     return c
 
 
@@ -162,66 +246,95 @@ def reference(mkey, mixture, label_, seed, n):
     return _cached(_store()["refs"], (mkey, label_, seed, n), make, limit=32)
 
 
-def window_for(mkey, mixture, label_):
-    return _cached(_store()["windows"], (mkey, label_), lambda: P.density_window(mixture.cond(label_)), limit=32)
+def window_for(mkey, mixture, label_, sigma=0.0):
+    return _cached(_store()["windows"], (mkey, label_, round(float(sigma), 6)),
+                   lambda: P.density_window(mixture.cond(label_), sigma), limit=256)
 
 
 def run_method(main_d, weak, gcfg, scfg, n, label_, ref):
-    """One method, in a worker thread: samples, the first TRAJ_N trajectories and the scores, or
-    the ToyError that explains why it cannot run (shown inline, never a traceback)."""
+    """One method, in a worker thread: samples, trajectories and scores, or the ToyError that
+    explains why it cannot run (shown inline, never a traceback)."""
     try:
         x, scores, r = E.sample_and_score(main_d, gcfg, scfg, ref, label_, n, weak=weak, return_trajectory=True)
     except ToyError as e:
         return e
-    return {"x": x, "trajectory": np.asarray(r.trajectory)[:, :TRAJ_N].copy(), "metrics": scores}
+    return {"x": x, "trajectory": np.asarray(r.trajectory), "sigmas": r.sigmas, "metrics": scores}
 
 
 COL_W, COL_H, DPI = 3.2, 6.0, 80
 
 
-class ColumnCanvas:
-    """One method's column, samples over the true density (top) and sampler trajectories (bottom,
-    paper Fig. 9), rendered to an RGBA array. One figure per data dimension is kept and only its
-    artists' data change between renders: building axes and ticks anew costs as much again."""
+class Canvas:
+    """A reused figure (one per layout): its artists are built once and only their data change
+    between renders, since building axes and ticks anew costs as much again as drawing them."""
 
-    def __init__(self, window: P.Window):
+    def __init__(self, width, height, rows, cols):
         self.lock = threading.Lock()
-        self.fig = Figure(figsize=(COL_W, COL_H), dpi=DPI)
+        self.fig = Figure(figsize=(width, height), dpi=DPI)
         FigureCanvasAgg(self.fig)
-        self.ax, self.axt = self.fig.subplots(2, 1)
-        self.title = self.ax.set_title("", fontsize=10)
-        self.samples = P.SamplesArtist(self.ax, window)
-        self.paths = P.TrajectoryArtist(self.axt, window)
-        self.note = self.axt.text(0.5, 0.5, "exact samples\nno trajectory", ha="center", va="center",
-                                  transform=self.axt.transAxes)
-        for a in (self.ax, self.axt):
+        self.axes = np.atleast_1d(self.fig.subplots(rows, cols)).ravel()
+        for a in self.axes:
             a.xaxis.set_major_locator(MaxNLocator(5))
             a.yaxis.set_major_locator(MaxNLocator(5))
+
+    def pixels(self) -> np.ndarray:
+        self.fig.canvas.draw()
+        return np.asarray(self.fig.canvas.buffer_rgba()).copy()                                   # [H, W, 4]
+
+
+class ColumnCanvas(Canvas):
+    """One method's column: samples over the true density (top) and trajectories (bottom, Fig. 9)."""
+
+    def __init__(self, window: P.Window):
+        super().__init__(COL_W, COL_H, 2, 1)
+        self.title = self.axes[0].set_title("", fontsize=10)
+        self.samples = P.SamplesArtist(self.axes[0], window)
+        self.paths = P.TrajectoryArtist(self.axes[1], window)
+        self.note = self.axes[1].text(0.5, 0.5, "exact samples\nno trajectory", ha="center", va="center",
+                                      transform=self.axes[1].transAxes)
         self.fig.subplots_adjust(left=0.2, right=0.96, top=0.94, bottom=0.08, hspace=0.25)
 
     def render(self, name: str, x: np.ndarray, traj: np.ndarray | None, window: P.Window) -> np.ndarray:
-        """x: [n, d] samples; traj: [T + 1, m, d] trajectories, or None for exact samples."""
         with self.lock:
             self.title.set_text(name)
             self.samples.set_window(window)
             self.samples.set(x)
             self.paths.set_window(window)
             self.note.set_visible(traj is None)
-            self.axt.set_axis_off() if traj is None else self.axt.set_axis_on()
+            if traj is None:
+                self.axes[1].set_axis_off()
+            else:
+                self.axes[1].set_axis_on()
             self.paths.paths.set_visible(traj is not None)
             if traj is not None:
-                self.paths.set(traj)
-            self.fig.canvas.draw()
-            return np.asarray(self.fig.canvas.buffer_rgba()).copy()                              # [H, W, 4]
+                self.paths.set(traj[:, :TRAJ_N])
+            return self.pixels()
 
 
-def draw_column(name: str, x: np.ndarray, traj: np.ndarray | None, window: P.Window) -> np.ndarray:
+class StepCanvas(Canvas):
+    """The sampler at one step: each method's states over the exact noised density p_σ(x | c)."""
+
+    def __init__(self, window: P.Window, panels: int):
+        super().__init__(2.6 * panels, 2.7, 1, panels)
+        self.artists = [P.SamplesArtist(ax, window) for ax in self.axes]
+        self.titles = [ax.set_title("", fontsize=9) for ax in self.axes]
+        self.fig.subplots_adjust(left=0.06, right=0.98, top=0.84, bottom=0.12, wspace=0.3)
+
+    def render(self, panels: list[tuple[str, np.ndarray]], window: P.Window) -> np.ndarray:
+        with self.lock:
+            for art, title, (name, x) in zip(self.artists, self.titles, panels):
+                art.set_window(window)
+                art.set(x)
+                title.set_text(name)
+            return self.pixels()
+
+
+def canvas(key, make):
     store = _store()
     with store["lock"]:
-        if window.dim not in store["canvases"]:
-            store["canvases"][window.dim] = ColumnCanvas(window)
-        canvas = store["canvases"][window.dim]
-    return canvas.render(name, x, traj, window)
+        if key not in store["canvases"]:
+            store["canvases"][key] = make()
+        return store["canvases"][key]
 
 
 def to_png(image: np.ndarray) -> bytes:
@@ -230,24 +343,125 @@ def to_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+TERM_NAMES = {"cfg_push": "CFG push (λ − 1)(D_c − D_∅)", "s2_correction": "S² correction −ω(D̂_c(m) − D_c)",
+              "model_error": "true model error D*_c − D_c"}
+TERM_STYLE = {"cfg_push": dict(color="C0"), "s2_correction": dict(color="C3"), "model_error": dict(color="k", ls=":")}
+
+
+class MechanismCanvas(Canvas):
+    """Left: the guidance terms at σ (curves over x in 1D, arrows in 2D). Right: α, β and cos_error
+    against σ along the CFG sampler, with σ marked."""
+
+    def __init__(self, dim: int):
+        super().__init__(9.6, 3.3, 1, 2)
+        ax, bx = self.axes
+        self.dim, self.quivers = dim, []
+        if dim == 1:
+            self.curves = {k: ax.plot([], [], label=v, **TERM_STYLE[k])[0] for k, v in TERM_NAMES.items()}
+            ax.axhline(0, color="0.6", lw=0.5)
+            ax.set_xlabel("x")
+            ax.legend(fontsize=7, loc="upper left")
+        else:
+            self.contours = LineCollection([], colors="0.7", linewidths=0.4)
+            ax.add_collection(self.contours)
+        self.title = ax.set_title("", fontsize=9)
+        self.series = {k: bx.plot([], [], marker=".", ms=3, label=lab, **st_)[0] for k, lab, st_ in (
+            ("alpha", "α", dict(color="C0")), ("beta", "β", dict(color="C2")),
+            ("cos_error", "cos(s, model error)", dict(color="k", ls=":")))}
+        self.mark = bx.axvline(1.0, color="C3", lw=1)
+        bx.axhline(0, color="0.6", lw=0.5)
+        bx.set_xscale("log")
+        bx.set_xlabel("σ")
+        bx.set_title("s = D_c − D̂_c ≈ α·(D_c − D_∅) + β·(D_c − x) along the CFG sampler", fontsize=8)
+        bx.legend(fontsize=7)
+        self.fig.subplots_adjust(left=0.06, right=0.98, top=0.88, bottom=0.15, wspace=0.25)
+
+    def render(self, terms: dict, grid: np.ndarray, window: P.Window, dec: dict, sigma: float) -> np.ndarray:
+        with self.lock:
+            ax, bx = self.axes
+            if self.dim == 1:
+                for k, v in terms.items():
+                    self.curves[k].set_data(grid[:, 0], v[:, 0])
+                lim = max(1e-9, max(float(np.abs(v).max()) for v in terms.values()))
+                ax.set_xlim(grid[0, 0], grid[-1, 0])
+                ax.set_ylim(-1.1 * lim, 1.1 * lim)
+            else:
+                for q in self.quivers:
+                    q.remove()
+                self.contours.set_segments(window.contours)
+                span = float(np.max(window.hi - window.lo))
+                scale = max(float(np.max(np.linalg.norm(np.concatenate(list(terms.values())), axis=1))), 1e-9) / (0.08 * span)
+                self.quivers = [ax.quiver(grid[:, 0], grid[:, 1], v[:, 0], v[:, 1], angles="xy", scale_units="xy",
+                                          scale=scale, width=0.004, label=TERM_NAMES[k], color=TERM_STYLE[k]["color"])
+                                for k, v in terms.items()]
+                ax.set_xlim(window.lo[0], window.hi[0])
+                ax.set_ylim(window.lo[1], window.hi[1])
+                ax.legend(handles=self.quivers, fontsize=7, loc="upper left")
+            self.title.set_text(f"guidance terms on D at σ = {sigma:.3g}")
+            s = np.asarray(dec["sigmas"])
+            for k, line in self.series.items():
+                line.set_data(s, dec[k])
+            vals = np.concatenate([np.asarray(dec[k], float) for k in ("alpha", "beta")])
+            vals = vals[np.isfinite(vals)]
+            lo, hi = (min(-1.0, float(np.percentile(vals, 2))), max(1.0, float(np.percentile(vals, 98)))) if vals.size \
+                else (-1.0, 1.0)
+            bx.set_xlim(s.min() * 0.8, s.max() * 1.25)
+            bx.set_ylim(lo - 0.1, hi + 0.1)
+            self.mark.set_xdata([max(sigma, s.min())] * 2)
+            return self.pixels()
+
+
+def mechanism_view(main_d, exact_d, mixture, label_, cfg_run, gbase, step, mkey, run_key):
+    """The guidance terms at the chosen step's σ and the decomposition of the S² signal along the CFG
+    sampler's own states (cached per CFG run, drop settings, ω and step)."""
+    sigma = float(cfg_run["sigmas"][min(step, len(cfg_run["sigmas"]) - 2)])
+    window = window_for(mkey, mixture, label_, sigma) if mixture.dim <= 2 else None
+    key = jax.random.key(0)
+
+    def decomposition():
+        idx = np.linspace(0, cfg_run["trajectory"].shape[1] - 1, min(MECH_STATES, cfg_run["trajectory"].shape[1]))
+        return decompose_states(main_d, exact_d, cfg_run["trajectory"][:, idx.astype(int)], cfg_run["sigmas"], label_,
+                                gbase, masks=MECH_MASKS, key=key)
+    masks_key = (gbase.num_drop, gbase.drop_ratio, gbase.exclude)
+    dec = _cached(_store()["mechanism"], ("decomposition", run_key, masks_key), decomposition, limit=32)
+
+    def grid_terms():
+        if mixture.dim == 1:
+            grid = np.linspace(window.lo[0], window.hi[0], 200)[:, None]
+        else:
+            gx, gy = np.meshgrid(np.linspace(window.lo[0], window.hi[0], 13), np.linspace(window.lo[1], window.hi[1], 13))
+            grid = np.stack([gx.ravel(), gy.ravel()], 1)
+        return grid, guidance_terms(main_d, exact_d, grid, sigma, label_, gbase, masks=MECH_MASKS, key=key)
+    grid, terms = _cached(_store()["mechanism"], ("terms", run_key, masks_key, gbase.s2_scale, step), grid_terms,
+                          limit=64)
+    img = canvas(("mechanism", mixture.dim), lambda: MechanismCanvas(mixture.dim)).render(terms, grid, window, dec, sigma)
+    return to_png(img), dec, sigma
+
+
 def main():
-    st.set_page_config(page_title="S²-Guidance toy simulator", layout="wide")
+    st.set_page_config(page_title="S²-Guidance toy simulator", layout="wide", menu_items={})
+    for k, v in DEFAULTS.items():
+        st.session_state.setdefault(k, v)
+    ignored = settings_from_url()
     st.title("S²-Guidance toy simulator")
     st.caption("Guidance methods against the exact ground truth of a Gaussian mixture "
-               "(paper: S²-Guidance, Stochastic Self-Guidance).")
+               "(paper: S²-Guidance, Stochastic Self Guidance, arXiv:2508.12880).")
+    if ignored:
+        st.warning(f"Ignored in the link (unknown or out of range): {', '.join(ignored)}")
     c = controls()
     t0 = time.perf_counter()
     try:
         mixture, name, mkey = mixture_from_controls(c["preset"], c["custom"])
     except ToyError as e:
-        st.error(f"Invalid custom mixture: {e}")
+        st.error(f"error: {e}")
         return
-    label_ = st.sidebar.selectbox("Class to sample", range(mixture.num_classes), key="label",
+    if st.session_state["label"] >= mixture.num_classes:
+        st.session_state["label"] = 0
+    label_ = st.sidebar.selectbox("Class to sample", list(range(mixture.num_classes)), key="label",
                                   format_func=lambda i: f"{i}: {mixture.class_names[i]}")
-    if label_ >= mixture.num_classes:
-        label_ = 0
     if not c["methods"]:
         st.info("Choose at least one method in the sidebar.")
+        settings_to_url()
         return
     exact = c["source"] == "exact"
     methods = [m for m in c["methods"] if not exact or m in EXACT_METHODS]
@@ -256,26 +470,39 @@ def main():
         st.warning(f"{', '.join(label(m) for m in skipped)} need a network's blocks; the exact denoiser runs "
                    f"{', '.join(label(m) for m in EXACT_METHODS)}. Switch the denoiser to 'trained network' to see them.")
     if not methods:
+        settings_to_url()
         return
-    if exact:
-        main_d = ExactDenoiser(mixture, ideal_blur=c["delta"])
-        weak = main_d.weak()
-    else:
-        models = models_for(mixture, name, mkey, tuple(dict.fromkeys((c["model"], c["weak"]))))
-        main_d, weak = models[c["model"]], models[c["weak"]]
+    exact_d = ExactDenoiser(mixture, ideal_blur=c["delta"])
+    try:
+        if exact:
+            main_d, weak = exact_d, exact_d.weak()
+        else:
+            models = models_for(mixture, name, mkey, tuple(dict.fromkeys((c["model"], c["weak"]))))
+            main_d, weak = models[c["model"]], models[c["weak"]]
+    except ToyError as e:
+        st.error(f"error: {e}")
+        return
     gbase = GuidanceConfig(scale=c["scale"], s2_scale=c["s2_scale"], num_drop=c["num_drop"],
                            interval=tuple(c["interval"]), num_masks=c["num_masks"],
                            fixed_blocks=(c["fixed_block"],))
     scfg = SamplerConfig(steps=c["steps"])
     n, seed = c["samples"], c["seed"]
-    truth, ref, truth_metrics = reference(mkey, mixture, label_, seed, n)
-    window = window_for(mkey, mixture, label_)
-    store, timing = _store(), {"sampling": 0.0, "plotting": 0.0}
+    try:
+        truth, ref, truth_metrics = reference(mkey, mixture, label_, seed, n)
+    except ToyError as e:
+        st.error(f"error: {e}")
+        return
+    plots = mixture.dim <= 2
+    if not plots:
+        st.info(f"This mixture is {mixture.dim}-dimensional: the plots show 1D and 2D mixtures only; the metrics "
+                "below are measured in all dimensions.")
+    store, timing = _store(), {"sampling": 0.0, "plotting": 0.0, "mechanism": 0.0}
     source_key = ("exact", c["delta"]) if exact else ("trained", c["model"])
 
-    # Launch every method not in the cache, then collect in order and draw each column as it lands.
+    # Launch every method not in the cache (and CFG, which the mechanism view reads), then collect in
+    # order and draw each column as it lands.
     keys, pending, got = {}, {}, {}
-    for m in methods:
+    for m in dict.fromkeys(methods + ["cfg"]):
         gcfg = replace(gbase, method=m)
         uses_weak = "weak" in REGISTRY[m].needs and not exact
         keys[m] = (mkey, label_, source_key, gcfg.canonical(), scfg, n, seed, c["weak"] if uses_weak else None)
@@ -283,43 +510,98 @@ def main():
             got[m] = store["runs"].get(keys[m])
         if got[m] is None:
             pending[m] = _pool().submit(run_method, main_d, weak, gcfg, scfg, n, label_, ref)
+    window = window_for(mkey, mixture, label_) if plots else None
     t = time.perf_counter()
-    columns = [_cached(store["columns"], (mkey, label_, n, seed, "truth"),
-                       lambda: draw_column("exact samples", truth, None, window))]
+    columns = [] if not plots else [_cached(store["columns"], (mkey, label_, n, seed, "truth"), lambda: canvas(
+        ("column", mixture.dim), lambda: ColumnCanvas(window)).render("exact samples", truth, None, window))]
     timing["plotting"] += time.perf_counter() - t
     results, rows = {}, {"exact samples": truth_metrics}
-    for m in methods:
+    for m in dict.fromkeys(methods + ["cfg"]):
         t = time.perf_counter()
         if m in pending:
             got[m] = _cached(store["runs"], keys[m], pending[m].result, limit=256)
-        r = got[m]
         timing["sampling"] += time.perf_counter() - t
+        r = got[m]
+        if m not in methods:
+            continue
         if isinstance(r, ToyError):
-            st.error(f"{label(m)}: {r}")
+            st.error(f"{label(m)}: error: {r}")
             continue
         results[m], rows[label(m)] = r, r["metrics"]
-        t = time.perf_counter()
-        columns.append(_cached(store["columns"], keys[m], lambda: draw_column(label(m), r["x"], r["trajectory"],
-                                                                                window), limit=96))
-        timing["plotting"] += time.perf_counter() - t
+        if plots:
+            t = time.perf_counter()
+            columns.append(_cached(store["columns"], keys[m], lambda: canvas(
+                ("column", mixture.dim), lambda: ColumnCanvas(window)).render(label(m), r["x"], r["trajectory"], window),
+                limit=96))
+            timing["plotting"] += time.perf_counter() - t
     if not results:
+        settings_to_url()
         return
-    t = time.perf_counter()
-    png = to_png(np.concatenate(columns, axis=1))                                             # [H, W·cols, 4]
-    timing["plotting"] += time.perf_counter() - t
-    st.image(png, caption=f"Top: samples (blue) over the exact conditional density (black). "
-                          f"Bottom: sampler trajectories of {TRAJ_N} samples.")
+    png = None
+    if plots:
+        t = time.perf_counter()
+        png = to_png(np.concatenate(columns, axis=1))                                         # [H, W·cols, 4]
+        timing["plotting"] += time.perf_counter() - t
+        st.image(png, caption=f"Top: samples (blue) over the exact conditional density. Bottom: sampler trajectories "
+                              f"of {TRAJ_N} samples.")
+
+        st.subheader("The sampler in time")
+        T = c["steps"]
+        if st.session_state["step"] > T or st.session_state["step"] == st.session_state.get("_steps_before"):
+            st.session_state["step"] = T           # clamped, or kept at the last step when the count moves
+        st.session_state["_steps_before"] = T
+        col_a, col_b = st.columns([5, 1])
+        step = col_a.slider("Sampler step t (0: pure noise at σ_max; the last: the samples)", 0, T, key="step")
+        play = col_b.button("▶ Play", key="play", help="Run the sampler from noise to samples, step by step.")
+        sigmas = next(iter(results.values()))["sigmas"]
+        step_slot = st.empty()
+
+        def draw_step(t_):
+            w = window_for(mkey, mixture, label_, float(sigmas[t_]))
+            panels = [("exact p_σ(x | c)", np.asarray(mixture.cond(label_).sample(jax.random.key(seed), n, sigmas[t_])))]
+            panels += [(label(m), r["trajectory"][t_]) for m, r in results.items()]
+            img = canvas(("step", mixture.dim, len(panels)), lambda: StepCanvas(w, len(panels))).render(panels, w)
+            step_slot.image(to_png(img), caption=f"Step {t_} of {T}: σ = {sigmas[t_]:.3g}. Each method's states "
+                                                 f"over the exact noised density p_σ(x | c) (covariances + σ²I).")
+        t = time.perf_counter()
+        if play:
+            for t_ in range(T + 1):
+                draw_step(t_)
+                time.sleep(0.12)
+        else:
+            draw_step(step)
+        timing["plotting"] += time.perf_counter() - t
+
+        st.subheader("The mechanism at this step")
+        t = time.perf_counter()
+        if isinstance(got["cfg"], ToyError):
+            st.error(f"CFG: error: {got['cfg']}")
+        else:
+            mech_png, dec, sigma = mechanism_view(main_d, exact_d, mixture, label_, got["cfg"], gbase, step, mkey,
+                                                  keys["cfg"])
+            st.image(mech_png)
+            T1 = len(dec["sigmas"])
+            inside = [i for i in range(T1) if gbase.interval[0] <= i / max(T1 - 1, 1) <= gbase.interval[1]]
+            med = {k: float(np.nanmedian(np.asarray(dec[k], float)[inside])) for k in ("alpha", "beta")} if inside \
+                else {"alpha": float("nan"), "beta": float("nan")}
+            verdict = ("S² acts as extra CFG here (α > 0): it pushes the modes further out" if med["alpha"] > 0.1 else
+                       "S² pulls toward the class's modes (β > 0), like a weak model" if med["beta"] > 0.05 else
+                       "the sub-networks barely differ from the full network: S² is close to CFG")
+            st.caption(f"Left: at σ = {sigma:.3g}, what each term adds to D. Right: along the CFG sampler, the S² signal "
+                       f"s = D_c − D̂_c(m) fitted as α·(D_c − D_∅) + β·(D_c − x) ({MECH_STATES} states, {MECH_MASKS} "
+                       f"masks per σ). Where S² acts, median α = {med['alpha']:.2f}, β = {med['beta']:.2f}: {verdict}.")
+        timing["mechanism"] += time.perf_counter() - t
+
     table = pd.DataFrame(rows).T[list(METRICS)]
     st.subheader("Distance to the exact target")
     st.dataframe(table.style.format("{:.4f}"), key="metrics")
-    st.session_state["last_table"] = table
     source = f"exact denoiser (ideal weak model δ = {c['delta']})" if exact else f"trained {c['model']} network"
     settings = (f"{name}, class {label_}, {source}, λ = {c['scale']}, "
                 f"ω = {c['s2_scale']}, {c['num_drop']} block(s) dropped, N = {c['num_masks']}, interval "
                 f"{tuple(c['interval'])}, {c['steps']} Heun steps, {n} samples, seed {seed}")
     st.caption(f"Settings: {settings}. Rendered in {time.perf_counter() - t0:.2f} s "
                f"({', '.join(f'{k} {v:.2f} s' for k, v in timing.items())}; "
-               f"{len(pending)} of {len(methods)} method(s) sampled anew, the rest reused).")
+               f"{len([m for m in pending if m in methods])} of {len(methods)} method(s) sampled anew, the rest reused).")
     for m in results:
         st.markdown(f"**{label(m)}**: {REGISTRY[m].explain}")
 
@@ -328,9 +610,11 @@ def main():
                           for k, v in {"exact samples": {"x": truth}, **results}.items()]).to_csv(index=False)
     c1, c2, c3 = st.columns(3)
     c1.download_button("Samples (CSV)", csv, "samples.csv", "text/csv", key="dl_csv")
-    c2.download_button("Figure (PNG)", png, "figure.png", "image/png", key="dl_png")
+    if png is not None:
+        c2.download_button("Figure (PNG)", png, "figure.png", "image/png", key="dl_png")
     c3.download_button("Metrics (JSON)", json.dumps({"settings": settings, "metrics": table.to_dict("index")},
                                                      indent=1), "metrics.json", "application/json", key="dl_json")
+    settings_to_url()
 
 
 main()

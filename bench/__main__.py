@@ -78,15 +78,15 @@ def _interleaved(fns: dict, repeats: int) -> dict:
 
 # -- sampling -------------------------------------------------------------------------------------
 
-def bench_sampling(n: int, steps: int, repeats: int, solver: str = "heun") -> dict:
+def bench_sampling(n: int, steps: int, repeats: int, solver: str = "heun", methods=METHODS) -> dict:
     """Every method on the default network (width 64 × 8 blocks) with the weak model of the app
     (width 32 × 4). Block-dropping methods run their sub-passes at every step (interval [0, 1])."""
     main = LearnedDenoiser.from_model(init_model(MLPConfig(dim=2, width=64, num_blocks=8), 0))
     weak = LearnedDenoiser.from_model(init_model(MLPConfig(dim=2, width=32, num_blocks=4), 1))
     scfg = SamplerConfig(steps=steps, solver=solver)
-    variants = {m: GuidanceConfig(method=m, interval=(0.0, 1.0)) for m in METHODS}
+    variants = {m: GuidanceConfig(method=m, interval=(0.0, 1.0)) for m in methods}
     variants.update({f"{m} (plain)": GuidanceConfig(method=m, interval=(0.0, 1.0), shared_prefix=False)
-                     for m in MASK_METHODS})
+                     for m in MASK_METHODS if m in methods})
     fns = {name: (lambda g=g: sample(main, g, scfg, jax.random.key(0), n, 0, weak=weak).x.block_until_ready())
            for name, g in variants.items()}
     secs = _interleaved(fns, repeats)
@@ -95,8 +95,8 @@ def bench_sampling(n: int, steps: int, repeats: int, solver: str = "heun") -> di
     fwd_flops = _flops(lambda x: main(x, jnp.float32(1.0), lab), x)   # one batched (∅, c) pass
     cfg_gflops = evals * fwd_flops / secs["cfg"] / 1e9
     return {"n": n, "steps": steps, "solver": solver, "seconds": secs,
-            "step_cost_vs_cfg": {k: secs[k] / secs["cfg"] for k in METHODS},
-            "step_cost_vs_cfg_plain": {m: secs[f"{m} (plain)"] / secs["cfg"] for m in MASK_METHODS},
+            "step_cost_vs_cfg": {k: secs[k] / secs["cfg"] for k in methods},
+            "step_cost_vs_cfg_plain": {m: secs[f"{m} (plain)"] / secs["cfg"] for m in MASK_METHODS if m in methods},
             "samples_steps_per_s": {k: n * steps / v for k, v in secs.items()},
             "cfg_gflops": cfg_gflops}
 
@@ -119,7 +119,7 @@ def bench_train_toy(iters: int, batch: int, repeats: int) -> dict:
     model = init_model(model_config(tcfg, mix), 0)
     graphdef, params = nnx.split(model)
     tx = optimizer(tcfg)
-    run = chunk_runner(tcfg, mix, graphdef, tx)
+    run = chunk_runner(tcfg, mix, graphdef)
     state = init_state(params, tx)
     secs = _interleaved({"toy": lambda: jax.block_until_ready(run(state, None, iters))}, repeats)["toy"]
 
@@ -189,7 +189,7 @@ def markdown(r: dict) -> str:
              "block-dropping methods drop at every step.", "",
              "| method | step cost vs CFG (shared prefix) | plain recomputation | samples·steps/s |",
              "|---|---|---|---|"]
-    for k in METHODS:
+    for k in s["step_cost_vs_cfg"]:
         plain = s["step_cost_vs_cfg_plain"].get(k)
         lines.append(f"| {k} | {s['step_cost_vs_cfg'][k]:.2f}× | {f'{plain:.2f}×' if plain else '–'} | "
                      f"{s['samples_steps_per_s'][k]:,.0f} |")
@@ -231,7 +231,8 @@ def main(argv=None) -> int:
     print("sampling …", flush=True)
     # --quick checks that everything runs: Euler (half the program to compile), few samples and steps
     res["sampling"] = bench_sampling(n=128 if q else 1000, steps=4 if q else 32, repeats=1 if q else 9,
-                                     solver="euler" if q else "heun")
+                                     solver="euler" if q else "heun",
+                                     methods=("cfg", "s2", "s2-naive") if q else METHODS)
     res["step_cost_vs_cfg"] = res["sampling"]["step_cost_vs_cfg"]
     iters, batch = (8, 512) if q else (256, 4096)
     print("training …", flush=True)

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from toy.guidance import EXACT_METHODS, METHODS, label
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+pytestmark = pytest.mark.xdist_group("app")     # one worker: the app's compiled samplers and caches are shared
 
 
 @pytest.fixture()
@@ -112,3 +113,65 @@ def test_exact_source_presets_and_custom_mixtures(app):
     app.text_area(key="custom").set_value('{"classes": [{"weights": [1, 1], "means": [-2, 2], "covs": [1, 1]}]}')
     rerun(app)
     assert len(app.info) == 1
+
+
+def images(at):
+    return [e for e in at.main if type(e).__name__ == "Image"]
+
+
+def test_sampler_in_time_and_mechanism_views(app):
+    app.select_slider(key="samples").set_value(200)
+    app.slider(key="steps").set_value(8)
+    rerun(app)
+    assert len(images(app)) == 3                       # the columns, the step view, the mechanism view
+    assert app.slider(key="step").value == 8           # clamped to the last step
+    last = str(images(app)[1].proto)
+    app.slider(key="step").set_value(0)
+    rerun(app)
+    assert resampled(app) == 0                         # the step slider answers from stored trajectories
+    first = str(images(app)[1].proto)
+    assert first != last and any("Step 0 of 8" in str(i.proto) for i in images(app))
+    assert any("median α" in c.value for c in app.caption)
+    app.button(key="play").click()
+    rerun(app)                                         # plays every step once, then shows the chosen one
+    for model in ("blockdrop", "main"):
+        app.radio(key="model").set_value(model)
+        rerun(app)
+        assert len(images(app)) == 3
+    app.radio(key="source").set_value("exact closed form")
+    rerun(app)
+    for delta in (0.05, 3.0):                          # the ideal weak model's δ at its extremes
+        app.slider(key="delta").set_value(delta)
+        rerun(app)
+        assert set(table(app).index) == {"exact samples", "CFG", "Autoguidance", "S²"}
+
+
+def test_url_settings_and_paper_defaults(gmm1d_models):
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.query_params.update({"lam": "5.0", "methods": "cfg,s2", "samples": "200", "steps": "8", "omega": "9",
+                            "bogus": "1"})
+    rerun(at)
+    assert at.slider(key="lam").value == 5.0 and at.multiselect(key="methods").value == ["cfg", "s2"]
+    assert at.slider(key="steps").value == 8 and at.slider(key="omega").value == 0.25
+    assert len(at.warning) == 1 and "omega=9" in at.warning[0].value and "bogus" in at.warning[0].value
+    assert at.query_params["lam"] in ("5.0", ["5.0"]) and "omega" not in at.query_params   # defaults stay out of the URL
+    at.button(key="reset").click()
+    rerun(at)
+    assert at.slider(key="lam").value == 3.0 and at.multiselect(key="methods").value == ["cfg", "autoguidance", "s2"]
+    assert "lam" not in at.query_params
+
+
+def test_bad_custom_mixtures_show_one_inline_error(app):
+    app.selectbox(key="preset").set_value("custom")
+    app.radio(key="source").set_value("exact closed form")
+    rerun(app)
+    for text, needle in [("[" * 50_000 + "]" * 50_000, "nests too deeply"),
+                         ('{"classes": [{"weights": [1], "means": [0], "covs": [1e300]}]}', "supported"),
+                         ('{"classes": [{"weights": [1], "means": [[0, 0, 0]], "covs": [[[1, 0, 0], [0, 1, 0], [0, 0, 1]]]}]}',
+                          None)]:
+        app.text_area(key="custom").set_value(text)
+        rerun(app)
+        if needle:
+            assert len(app.error) == 1 and app.error[0].value.startswith("error:") and needle in app.error[0].value
+        else:                                        # 3-D: no plots, said once, and the metrics measured in 3-D
+            assert not app.error and any("3-dimensional" in i.value for i in app.info) and len(table(app)) == 4

@@ -1,4 +1,5 @@
-"""A real browser: serve the app, open it in headless Chromium, move the λ slider, see the plot change."""
+"""A real browser: serve the app, open a shared link in headless Chromium, check the widgets took its
+settings, move the step slider and see the sampler-in-time picture change."""
 
 import os
 import shutil
@@ -40,7 +41,11 @@ def server(gmm1d_models, cache_dir):
     proc.wait(timeout=20)
 
 
-def test_lambda_slider_changes_the_plot(server, tmp_path):
+def settled(page, timeout=240_000):
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
+
+
+def test_url_settings_and_the_step_slider_in_a_browser(server, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: run .ci/setup (it installs Debian's chromium)")
     from playwright.sync_api import sync_playwright
@@ -48,23 +53,33 @@ def test_lambda_slider_changes_the_plot(server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server)
-        img = page.locator('[data-testid="stImage"] img').first
-        img.wait_for(state="visible", timeout=240_000)
-        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=240_000)
-        before = img.get_attribute("src")
-        page.screenshot(path=str(tmp_path / "before.png"))
+        # a shared link: its settings must reach the widgets
+        page.goto(server + "/?lam=4.5&methods=cfg,s2&steps=12&samples=500")
+        page.locator('[data-testid="stImage"] img').nth(2).wait_for(state="visible", timeout=240_000)
+        settled(page)
+        lam = page.get_by_role("group", name="Guidance scale λ").locator('input[type="range"]')
+        assert float(lam.input_value()) == 4.5
+        assert page.get_by_role("group", name="Steps (Heun)").locator('input[type="range"]').input_value() == "12"
+        chosen = page.locator('[data-testid="stMultiSelect"]').first.inner_text()
+        assert "CFG" in chosen and "S²" in chosen and "Autoguidance" not in chosen
+        assert page.locator('[data-testid="stImage"]').count() == 3       # columns, the sampler in time, mechanism
         if os.environ.get("TOY_SCREENSHOT"):
             page.screenshot(path=os.environ["TOY_SCREENSHOT"], full_page=True)
-        slider = page.get_by_role("group", name="Guidance scale λ").locator('input[type="range"]')
-        assert float(slider.input_value()) == 3.0
-        slider.focus()
-        for _ in range(5):
-            page.keyboard.press("ArrowRight")
-        page.wait_for_function("(old) => { const i = document.querySelector('[data-testid=\"stImage\"] img');"
+        step_img = page.locator('[data-testid="stImage"] img').nth(1)
+        before = step_img.get_attribute("src")
+        step = page.get_by_role("group", name="Sampler step t (0: pure noise at σ_max; the last: the samples)") \
+            .locator('input[type="range"]')
+        assert step.input_value() == "12"
+        step.focus()
+        for _ in range(6):
+            page.keyboard.press("ArrowLeft")
+        page.wait_for_function("(old) => { const i = document.querySelectorAll('[data-testid=\"stImage\"] img')[1];"
                                " return i && i.src !== old; }", arg=before, timeout=120_000)
-        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=120_000)
-        assert float(slider.input_value()) == pytest.approx(3.5)
-        assert page.locator('[data-testid="stImage"] img').first.get_attribute("src") != before
+        settled(page, 120_000)
+        assert step.input_value() == "6"
+        assert page.locator('[data-testid="stImage"] img').nth(1).get_attribute("src") != before
+        page.wait_for_url("**step=6**", timeout=60_000)                  # the view stays shareable
+        assert "lam=4.5" in page.url and "steps=12" in page.url
         assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(tmp_path / "after.png"))
         browser.close()

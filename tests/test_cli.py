@@ -46,7 +46,7 @@ def test_module_entry_point_reports_errors():
 def test_compare_writes_table_and_json(gmm1d_models, cache_dir, tmp_path, capsys):
     out = tmp_path / "res.json"
     code = main(["compare", "--preset", "gmm1d", "--quick", "--methods", "none,cfg,autoguidance,s2,s2-naive,fixed-block",
-                 "--guidance-scale", "3", "--s2-scale", "0.25", "--seeds", "2", "--samples", "600", "--exact",
+                 "--guidance-scale", "3", "--s2-scale", "0.25", "--seeds", "2", "--samples", "300", "--steps", "16", "--exact",
                  "--json", str(out), "--cache-dir", str(cache_dir)])
     table = capsys.readouterr().out
     assert code == 0

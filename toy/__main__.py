@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _check_outputs(args)
+        from toy.runtime import enable_compilation_cache
+        enable_compilation_cache()
         return {"train": _train, "compare": _compare, "mechanism": _mechanism, "images": _images}[args.command](args)
     except ToyError as e:
         print(f"error: {e}", file=sys.stderr)

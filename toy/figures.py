@@ -30,6 +30,7 @@ from toy.mechanism import MechanismConfig, analyze, interval_for_sigma, regime_e
 from toy.metrics import METRICS
 from toy.mixtures import get_preset
 from toy.nets import ExactDenoiser
+from toy.runtime import enable_compilation_cache
 from toy.shipped import regime_config
 from toy.train import model_set_configs, train, train_models
 
@@ -64,7 +65,7 @@ class Settings:
     def make(cls, quick: bool) -> "Settings":
         if quick:
             return cls(300, (0, 1), (1.0, 3.0), (0.0, 0.25, 1.0), (1, 4), (0.0, 0.8), (1, 3), (0.5, 1.0),
-                       200, 4, {"width": (32, 64), "depth": (4, 8), "steps": (750, 1500), "block_drop": (0.0, 0.1)},
+                       300, 4, {"width": (32, 64), "depth": (4, 8), "steps": (750, 1500), "block_drop": (0.0, 0.1)},
                        ((0.002, 0.3), (1.0, 80.0)), "ends", 16)
         return cls(2000, (0, 1, 2, 3, 4), (1.0, 2.0, 3.0, 5.0, 7.0), (0.0, 0.1, 0.25, 0.5, 1.0, 2.0),
                    (1, 2, 4, 8), (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), (1, 2, 3, 5, 7), (0.5, 1.0, 2.0), 2000, 16,
@@ -429,6 +430,8 @@ def fig_regimes(lab: Lab, out: Path) -> dict:
             ax.set_xticks(xs, [str(v) for v in values], fontsize=7)
             ax.set_xlabel(axis.replace("_", " "))
             ax.set_title(f"{preset}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("S² − CFG")
     axes[0].legend(fontsize=6)
     fig.suptitle("Where S² helps: S² minus CFG (paired by seed) against the network and the σ window where S² acts\n"
                  "Δ mode shift < 0 means S² moves the modes toward the truth; Δ spread < 0 narrows them", fontsize=9)
@@ -501,6 +504,7 @@ def main(argv=None) -> int:
         if bad:
             raise ToyError(f"unknown figure(s) {', '.join(sorted(bad))}: choose from {', '.join(FIGURES)}")
         out = files.usable_folder(a.out, "--out")
+        enable_compilation_cache()
         todo = only | set().union(*(NEEDS.get(f, set()) for f in only))
         st = Settings.make(a.quick)
         lab = Lab(st)

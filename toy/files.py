@@ -17,6 +17,9 @@ from typing import Callable, IO
 
 from toy.errors import ToyError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def _why(e: OSError) -> str:
     return e.strerror or type(e).__name__
@@ -58,6 +61,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)        # as an ordinary open() would have made it (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -47,22 +47,34 @@ def decompose(s: np.ndarray, g: np.ndarray, h: np.ndarray, e: np.ndarray | None 
 
     s: [M, n, d] (one row per mask); g, h: [n, d] (broadcast over masks); e: [n, d] the true model
     error, or None. Returns alpha, beta, r2, cos_error (NaN without e, or where e = 0) and ratio."""
+    out = decompose_steps(np.asarray(s)[None], np.asarray(g)[None], np.asarray(h)[None],
+                          None if e is None else np.asarray(e)[None])
+    return {k: float(v[0]) for k, v in out.items()}
+
+
+def decompose_steps(s: np.ndarray, g: np.ndarray, h: np.ndarray, e: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """`decompose` at T noise levels at once: s [T, M, n, d], g, h, e [T, n, d] → each value [T]."""
     s, g, h = (np.asarray(a, np.float64) for a in (s, g, h))
-    M = s.shape[0]
-    gg, hh, gh = (np.sum(a * b) * M for a, b in ((g, g), (h, h), (g, h)))                # Σ over masks too
-    sg, sh = np.sum(s * g[None]), np.sum(s * h[None])
-    a = np.array([[gg, gh], [gh, hh]])
-    alpha, beta = np.linalg.lstsq(a, np.array([sg, sh]), rcond=None)[0]
-    ss = np.sum(s * s)
-    resid = np.sum((s - alpha * g[None] - beta * h[None]) ** 2)
-    cos = float("nan")
-    if e is not None:
-        e = np.asarray(e, np.float64)
-        ee = np.sum(e * e) * M
-        if ee > 0 and ss > 0:
-            cos = float(np.sum(s * e[None]) / np.sqrt(ss * ee))
-    return {"alpha": float(alpha), "beta": float(beta), "r2": float(1 - resid / ss) if ss > 0 else float("nan"),
-            "cos_error": cos, "ratio": float(np.sqrt(ss / gg)) if gg > 0 else float("nan")}
+    M = s.shape[1]
+    dot = lambda a, b: np.sum(a * b, axis=tuple(range(1, a.ndim)))                    # [T]
+    gg, hh, gh = dot(g, g) * M, dot(h, h) * M, dot(g, h) * M
+    sg, sh, ss = dot(s, g[:, None]), dot(s, h[:, None]), dot(s, s)
+    det = gg * hh - gh**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # 2 × 2 normal equations per σ; where g ∥ h (det ≈ 0) fall back to the minimum-norm solution
+        alpha, beta = np.empty(len(gg)), np.empty(len(gg))
+        for t in range(len(gg)):
+            alpha[t], beta[t] = np.linalg.lstsq(np.array([[gg[t], gh[t]], [gh[t], hh[t]]]), np.array([sg[t], sh[t]]),
+                                                rcond=None)[0]
+        resid = ss - 2 * alpha * sg - 2 * beta * sh + alpha**2 * gg + 2 * alpha * beta * gh + beta**2 * hh
+        r2 = np.where(ss > 0, 1 - resid / ss, np.nan)
+        ratio = np.where(gg > 0, np.sqrt(ss / gg), np.nan)
+        cos = np.full(len(gg), np.nan)
+        if e is not None:
+            e = np.asarray(e, np.float64)
+            ee = dot(e, e) * M
+            cos = np.where((ee > 0) & (ss > 0), dot(s, e[:, None]) / np.sqrt(ss * ee), np.nan)
+    return {"alpha": alpha, "beta": beta, "r2": r2, "cos_error": cos, "ratio": ratio}
 
 
 @dataclass(frozen=True)
@@ -110,9 +122,49 @@ def _signal(main, x, sigma, label, key, k_drop, *, exclude, num_masks):
     return main.guided_passes(x, sigma, null, labels, masks, shared_prefix=True)
 
 
-@jax.jit
-def _truth(mixture_denoiser, x, sigma, label):
-    return mixture_denoiser(x, sigma, jnp.full((x.shape[0],), label, jnp.int32))
+@functools.partial(jax.jit, static_argnames=("exclude", "num_masks"))
+def _signal_steps(main, exact, xs, sigmas, label, key, k_drop, *, exclude, num_masks):
+    """_signal at every state xs [T, n, d] and σ [T] (one program for all steps), plus the exact D_c."""
+    def one(args):
+        i, x, sigma = args
+        du, dc, subs = _signal(main, x, sigma, label, jax.random.fold_in(key, i), k_drop, exclude=exclude,
+                               num_masks=num_masks)
+        return du, dc, subs, exact(x, sigma, jnp.full((x.shape[0],), label, jnp.int32))
+    return jax.lax.map(one, (jnp.arange(xs.shape[0]), xs, sigmas))
+
+
+def decompose_states(main, exact: ExactDenoiser, traj: np.ndarray, sigmas: np.ndarray, label: int,
+                     gcfg: GuidanceConfig, *, masks: int, key: jax.Array, progress=None) -> dict:
+    """The decomposition at every sampler σ along given states: traj [T + 1, n, d] (traj[i] is the
+    state at σ_i), from any sampler run. `main` is a network (masks drawn as S² draws them, from
+    gcfg's drop settings) or an ExactDenoiser (the ideal weak model, no model error).
+    Returns {"sigmas", "alpha", "beta", "r2", "cos_error", "ratio"}, each a list over the T steps."""
+    K = main.num_blocks
+    k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop) if K else 0
+    T = len(sigmas) - 1
+    du, dc, subs, true = (np.asarray(a) for a in _signal_steps(
+        main, exact, jnp.asarray(traj[:T]), jnp.asarray(sigmas[:T], jnp.float32), label, key, jnp.float32(k_drop),
+        exclude=tuple(gcfg.exclude) if K else (), num_masks=masks if K else 1))      # [T, n, d] ×2, [T, M, n, d], [T, n, d]
+    out = decompose_steps(dc[:, None] - subs, dc - du, dc - np.asarray(traj[:T]), None if K == 0 else true - dc)
+    if callable(progress):
+        progress(1.0, "decomposed")
+    return {"sigmas": [float(v) for v in sigmas[:T]], **{k: v.tolist() for k, v in out.items()}}
+
+
+def guidance_terms(main, exact: ExactDenoiser, x: np.ndarray, sigma: float, label: int, gcfg: GuidanceConfig, *,
+                   masks: int, key: jax.Array) -> dict[str, np.ndarray]:
+    """The guidance terms on D at points x [n, d] and one σ: CFG's push (λ − 1)(D_c − D_∅), S²'s
+    correction −ω·(D̂_c(m) − D_c) averaged over masks drawn as S² draws them (the ideal weak model on
+    the exact denoiser), and the true model error D*_c − D_c (zero on the exact denoiser)."""
+    K = main.num_blocks
+    k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop) if K else 0
+    xj = jnp.asarray(x, jnp.float32)
+    du, dc, subs = _signal(main, xj, jnp.float32(sigma), label, key, jnp.float32(k_drop),
+                           exclude=tuple(gcfg.exclude) if K else (), num_masks=masks if K else 1)
+    dc, du, subs = np.asarray(dc), np.asarray(du), np.asarray(subs)
+    err = np.zeros_like(dc) if K == 0 else np.asarray(exact(xj, jnp.float32(sigma), jnp.full(len(x), label, jnp.int32))) - dc
+    return {"cfg_push": (gcfg.scale - 1) * (dc - du), "s2_correction": -gcfg.s2_scale * (subs - dc[None]).mean(0),
+            "model_error": err}
 
 
 def analyze(cfg: MechanismConfig, *, folder: str | Path | None = None,
@@ -123,35 +175,24 @@ def analyze(cfg: MechanismConfig, *, folder: str | Path | None = None,
     mixture = get_preset(cfg.preset)
     exact = ExactDenoiser(mixture, ideal_blur=cfg.ideal_blur)
     if cfg.model == "ideal":
-        main, K = exact, 0
+        main = exact
     else:
         models = models or train_models(cfg.preset, quick=cfg.quick, seed=cfg.train_seed, folder=folder,
                                         progress=progress, roles=(cfg.model,))
-        main, K = models[cfg.model], models[cfg.model].num_blocks
+        main = models[cfg.model]
     g = replace(cfg.guidance, method="cfg")
-    k_drop = num_dropped(K, g.exclude, g.drop_ratio, g.num_drop) if K else 0
     key = jax.random.key(cfg.seed)
     run = sample(main, g, cfg.sampler, jax.random.fold_in(key, E.SAMPLES), cfg.num_samples, cfg.label,
                  return_trajectory=True)
-    traj, sigmas = np.asarray(run.trajectory), run.sigmas                    # [T + 1, n, d], [T + 1]
-    out = {k: [] for k in ("alpha", "beta", "r2", "cos_error", "ratio")}
-    T = cfg.sampler.steps
-    for i in range(T):
-        x, sigma = jnp.asarray(traj[i]), jnp.float32(sigmas[i])
-        du, dc, subs = _signal(main, x, sigma, cfg.label, jax.random.fold_in(key, 1000 + i), jnp.float32(k_drop),
-                               exclude=tuple(g.exclude) if K else (), num_masks=cfg.masks if K else 1)
-        dc, du, subs, xs = np.asarray(dc), np.asarray(du), np.asarray(subs), np.asarray(x)
-        err = None if cfg.model == "ideal" else np.asarray(_truth(exact, x, sigma, cfg.label)) - dc
-        for k, v in decompose(dc[None] - subs, dc - du, dc - xs, err).items():
-            out[k].append(v)
-        if callable(progress):
-            progress((i + 1) / T, f"σ = {sigmas[i]:.3g}")
+    res = decompose_states(main, exact, np.asarray(run.trajectory), run.sigmas, cfg.label, g, masks=cfg.masks,
+                           key=jax.random.fold_in(key, 1000), progress=progress if callable(progress) else None)
+    K = main.num_blocks
     settings = {"label": cfg.label, "samples": cfg.num_samples, "masks": cfg.masks if K else 1, "seed": cfg.seed,
-                "guidance_scale": g.scale, "blocks_dropped": k_drop, "exclude": list(g.exclude),
+                "guidance_scale": g.scale, "exclude": list(g.exclude),
+                "blocks_dropped": num_dropped(K, g.exclude, g.drop_ratio, g.num_drop) if K else 0,
                 "ideal_blur": cfg.ideal_blur if cfg.model == "ideal" else None, "quick": cfg.quick,
                 "sampler": dataclasses.asdict(cfg.sampler)}
-    return {"preset": cfg.preset, "model": cfg.model, "sigmas": [float(s) for s in sigmas[:T]], **out,
-            "settings": settings}
+    return {"preset": cfg.preset, "model": cfg.model, **res, "settings": settings}
 
 
 def interval_for_sigma(scfg: SamplerConfig, lo: float, hi: float) -> tuple[float, float]:

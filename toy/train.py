@@ -26,7 +26,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from toy.diffusion import edm_loss, exact_score_loss
 from toy.errors import ToyError, check_finite, check_int
 from toy.mixtures import ConditionalMixture, get_preset
 from toy.nets import LearnedDenoiser, MLPConfig
+from toy.runtime import cache_dir
 
 LOSSES = ("edm", "exact")
 SHIPPED = Path(__file__).resolve().parent / "weights"      # finished checkpoints that ship with the package
@@ -109,10 +109,6 @@ def full_config(tcfg: TrainConfig, mixture, mcfg=None) -> dict:
     return {"train": tcfg.to_dict(), "model": mcfg.to_dict(), "mixture_sha": mixture_hash(mixture)}
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("TOY_CACHE_DIR", Path.home() / ".cache" / "s2-toy"))
-
-
 def checkpoint_path(tcfg: TrainConfig, mixture, folder: str | Path | None = None, tag: str = "",
                     mcfg=None) -> Path:
     h = hashlib.sha256(json.dumps(full_config(tcfg, mixture, mcfg), sort_keys=True).encode()).hexdigest()[:12]
@@ -167,50 +163,57 @@ def training_masks(key: jax.Array, n: int, num_blocks: int, exclude: tuple[int, 
 _MASK_STREAM = 0x6D61736B      # fold_in tag of the block-mask keys: masks never disturb the batch or noise draws
 
 
-def chunk_runner(tcfg: TrainConfig, mixture, graphdef, tx: optax.GradientTransformation) -> Callable:
-    """run(state, data, length) → (state, losses [length]): `length` training steps from state.step
-    in one jitted scan (one program per distinct length). `data` is the source's arrays (an image
-    set's; None for a mixture), passed in rather than closed over."""
-    sd = mixture.sigma_data()
+def chunk_runner(tcfg: TrainConfig, mixture, graphdef) -> Callable:
+    """run(state, data, steps) → (state, losses [steps]): `steps` ≤ tcfg.chunk training steps from
+    state.step in one jitted scan. The program is compiled once per (config, data source, network) at
+    the chunk's full length, and runs a shorter remainder by skipping its last iterations, so the
+    last chunk of a run, a snapshot or a stop never compiles another program. `data` is the source's
+    arrays (an image set's; None for a mixture), passed in rather than closed over."""
+    def run(state: TrainState, data, steps: int):
+        steps = check_int("chunk steps", steps, low=1, high=tcfg.chunk)
+        state, losses = _run_chunk(state, data, jnp.int32(steps), tcfg=tcfg, source=mixture, graphdef=graphdef)
+        return state, losses[:steps]
+    return run
+
+
+@functools.partial(jax.jit, static_argnames=("tcfg", "source", "graphdef"))
+def _run_chunk(state: TrainState, data, active, *, tcfg: TrainConfig, source, graphdef):
+    sd = source.sigma_data()
     p_mean = math.log(sd) + tcfg.p_mean_offset
     beta = 0.5 ** (1.0 / max(tcfg.ema_halflife * tcfg.steps, 1.0))
-    K = tcfg.num_blocks
+    tx = optimizer(tcfg)
+    key = jax.random.key(tcfg.seed)
 
-    def loss_fn(params, data, key):
+    def loss_fn(params, key):
         """Pure loss of one batch: data, labels with dropout, noise and block masks, all from `key`."""
         k_data, k_loss = jax.random.split(key)
         if data is None:
-            x0, labels = mixture.sample(k_data, tcfg.batch, label_dropout=tcfg.label_dropout)   # [B, d], [B]
+            x0, labels = source.sample(k_data, tcfg.batch, label_dropout=tcfg.label_dropout)   # [B, d], [B]
         else:
-            x0, labels = mixture.sample_batch(data, k_data, tcfg.batch, label_dropout=tcfg.label_dropout)
+            x0, labels = source.sample_batch(data, k_data, tcfg.batch, label_dropout=tcfg.label_dropout)
         x0, labels = shard_batch(x0), shard_batch(labels)   # data parallel when there are several devices
         model = nnx.merge(graphdef, params)
         if tcfg.block_drop > 0:
-            masks = training_masks(jax.random.fold_in(key, _MASK_STREAM), tcfg.batch, K, tcfg.block_drop_exclude,
-                                   tcfg.block_drop)                                                # [B, K]
+            masks = training_masks(jax.random.fold_in(key, _MASK_STREAM), tcfg.batch, tcfg.num_blocks,
+                                   tcfg.block_drop_exclude, tcfg.block_drop)                       # [B, K]
             D = lambda x, s, c: model(x, s, c, masks)
         else:
             D = model
         if tcfg.loss == "exact":
-            return exact_score_loss(D, mixture, x0, labels, k_loss, sigma_data=sd, p_mean=p_mean, p_std=tcfg.p_std)
+            return exact_score_loss(D, source, x0, labels, k_loss, sigma_data=sd, p_mean=p_mean, p_std=tcfg.p_std)
         return edm_loss(D, x0, labels, k_loss, sigma_data=sd, p_mean=p_mean, p_std=tcfg.p_std)
 
-    def train_step(carry, data):
-        s, key = carry
-        loss, grads = jax.value_and_grad(loss_fn)(s.params, data, jax.random.fold_in(key, s.step))
+    def train_step(s: TrainState):
+        loss, grads = jax.value_and_grad(loss_fn)(s.params, jax.random.fold_in(key, s.step))
         updates, opt = tx.update(grads, s.opt, s.params)
         params = optax.apply_updates(s.params, updates)
         ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, s.ema, params)
-        return (TrainState(params, ema, opt, s.snapshot, s.step + 1), key), loss
+        return TrainState(params, ema, opt, s.snapshot, s.step + 1), loss
 
-    key = jax.random.key(tcfg.seed)
+    def body(s, i):
+        return jax.lax.cond(i < active, train_step, lambda s: (s, jnp.float32(0.0)), s)
 
-    @functools.partial(jax.jit, static_argnames="length")
-    def run(state: TrainState, data=None, *, length: int):
-        (state, _), losses = jax.lax.scan(lambda c, _: train_step(c, data), (state, key), None, length=length)
-        return state, losses
-
-    return lambda state, data, length: run(state, data, length=int(length))
+    return jax.lax.scan(body, state, jnp.arange(tcfg.chunk))
 
 
 def chunk_ends(start: int, stop: int, chunk: int, snapshot: int) -> list[int]:
@@ -282,7 +285,7 @@ def train(tcfg: TrainConfig, *, mixture: ConditionalMixture | None = None, folde
     def save_state(s: TrainState):
         checkpoint.save(state_path, {"state": s}, config, {"losses": [float(v) for v in losses]})
 
-    run = chunk_runner(tcfg, mixture, graphdef, tx)
+    run = chunk_runner(tcfg, mixture, graphdef)
     data = mixture.arrays() if hasattr(mixture, "arrays") else None
     bar = None
     if progress is True:

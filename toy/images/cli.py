@@ -58,7 +58,7 @@ def add_parser(sub, parser_class, floats, seeds, ints) -> None:
 
 def _image_config(args):
     from toy.images.pipeline import ImageConfig, quick_config
-    from toy.train import cache_dir
+    from toy.runtime import cache_dir
 
     data = args.data
     if data == "cifar10":
