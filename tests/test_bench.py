@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -21,3 +22,42 @@ def test_bench_quick_writes_json_and_table(tmp_path):
         assert f"| {m} | {v:.2f}× |" in md
     assert "speed-up" not in md                         # --quick prints no ratio it cannot measure
     assert res["app_latency"].get("skipped") and res["figures"].get("skipped")
+
+
+def test_flop_counter_agrees_with_a_hand_count():
+    from bench.flops import dot_flops, stage_flops, step_flops
+    from toy.guidance import GuidanceConfig
+    from toy.nets import LearnedDenoiser, MLPConfig, init_model
+
+    n, d, W, C, F, K = 10, 2, 8, 2, 16, 3
+    net = LearnedDenoiser.from_model(init_model(MLPConfig(dim=d, num_classes=C, width=W, num_blocks=K, fourier=F), 0))
+    st = stage_flops(net, n)
+    # by hand: the input layer; the noise embedding of the C + 1 class rows; per block fc1 and fc2 on n rows and
+    # the embedding projection on the C + 1 rows; the output layer
+    assert st["stem"] == 2 * n * d * W + 2 * (C + 1) * 2 * F * W
+    assert st["blocks"] == [2 * 2 * n * W * W + 2 * (C + 1) * W * W] * K
+    assert st["head"] == 2 * n * W * d
+    assert dot_flops(lambda a, b: a @ b, np.zeros((7, 5), np.float32), np.zeros((5, 3), np.float32)) == 2 * 7 * 5 * 3
+    # S²: the (∅, c) pass on 2n rows plus one sub-pass from the first dropped block (exclude block 0, drop 1 of 2)
+    two = stage_flops(net, 2 * n)
+    block, head = st["blocks"][0], st["head"]
+    sub = ((block * 1 + head) + (0 * block + head)) / 2          # drop block 1 → block 2 and head; drop block 2 → head
+    g = GuidanceConfig(num_drop=1)
+    assert step_flops("s2", net, net, n, g) == pytest.approx(two["forward"] + sub)
+    assert step_flops("s2-naive", net, net, n, g) == pytest.approx(two["forward"] + g.num_masks * sub)
+    assert step_flops("cfg", net, net, n, g) == two["forward"] and step_flops("none", net, net, n, g) == st["forward"]
+
+
+def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_threshold():
+    from bench.quality import time_to_quality
+    curve = iter([0.9, 0.6, 0.41, 0.39, 0.2, 0.1])             # a synthetic W1 curve, one value per evaluation
+    ticks = iter(range(100))                                   # a fake clock: each chunk takes exactly 1 s
+    calls = {"step": 0}
+
+    def step():
+        calls["step"] += 1
+    res = time_to_quality(step, lambda: next(curve), 0.4, max_evals=10, clock=lambda: float(next(ticks)))
+    assert res["reached"] and res["evals"] == 4 and calls["step"] == 4 and res["value"] == 0.39
+    assert res["seconds"] == 4.0                               # training chunks only
+    miss = time_to_quality(lambda: None, lambda: 1.0, 0.4, max_evals=3, clock=lambda: 0.0)
+    assert not miss["reached"] and miss["evals"] == 3

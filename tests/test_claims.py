@@ -38,8 +38,8 @@ def test_s2_claim_states_the_mechanism_in_numbers():
     mech = {"gmm1d": {"alpha": 1.3, "beta": -0.2, "cos_error": -0.1}, "gmm2d": {"alpha": -0.4, "beta": 0.3, "cos_error": 0.5}}
     _, evidence, _ = C.s2_corrects_shift(shift_results(dict(zip(PRESETS, (0.9, 0.9, 0.9)))), 5, mech)
     why = [e for e in evidence if "why" in e]
-    assert len(why) == 2 and "α = 1.300" in why[0] and "adds CFG's own push" in why[0]
-    assert "takes back part of CFG's push" in why[1]
+    assert len(why) == 2 and "α = 1.300" in why[0] and "adds to CFG's push" in why[0] and "opposite of a weak" in why[0]
+    assert "takes back part of CFG's push" in why[1] and "as a weak model would" in why[1]
 
 
 def test_noise_rule_uses_standard_errors():

@@ -213,3 +213,22 @@ def test_trained_models_approach_the_truth(gmm1d_models):
     assert w["main"] < 0.3 and w["main"] < w["untrained"] / 5
     assert gmm1d_models["small"].cfg.width < gmm1d_models["main"].cfg.width
     assert gmm1d_models["early"].cfg == gmm1d_models["main"].cfg
+
+
+def test_shipped_weights_are_what_training_makes(tmp_path):
+    """The weights in toy/weights/ are the project's own training: retraining the smallest shipped run
+    (gmm1d's small network, 375 steps) from scratch lands on them, up to float rounding across XLA builds."""
+    from toy.images import shipped as image_runs
+    from toy.shipped import runs
+    from toy.train import SHIPPED, finished_checkpoint, model_set_configs
+    shipped = {checkpoint_path(c, get_preset(c.preset), SHIPPED, tag).name for c, tag in runs()}
+    shipped |= {checkpoint_path(c, data, SHIPPED, tag, m).name for c, m, data, tag in image_runs.runs()}
+    assert shipped == {p.name for p in SHIPPED.glob("*.npz")}                 # exactly the listed runs ship
+    cfg = model_set_configs("gmm1d", quick=True)["small"]
+    fresh = train(cfg, folder=tmp_path, tag="small", fresh=True, progress=False)
+    path = finished_checkpoint(checkpoint_path(cfg, get_preset("gmm1d"), tmp_path / "nowhere", "small"))
+    assert path is not None and path.parent == SHIPPED
+    loaded = train(cfg, folder=tmp_path / "nowhere", tag="small", progress=False)
+    assert loaded.loaded and loaded.path == path
+    for a, b in zip(leaves(loaded.model.params), leaves(fresh.model.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)

@@ -80,10 +80,13 @@ def s2_corrects_shift(res: dict, seeds: int, mechanism: dict | None = None, pres
         ev.append(f"{p}: mode shift S² {s:.3f} ± {ss:.3f} vs CFG {c:.3f} ± {cs:.3f}")
         pairs.append((s, ss, c, cs))
     for p, m in (mechanism or {}).items():
+        reading = [("α > 0: part of the signal is CFG's own direction, so S² adds to CFG's push (λ + ωα)"
+                    if m["alpha"] > 0 else "α ≤ 0: the signal takes back part of CFG's push"),
+                   ("β < 0: the sub-network denoises more than the full network, the opposite of a weak model"
+                    if m["beta"] < 0 else "β > 0: the sub-network denoises less, as a weak model would")]
         ev.append(f"{p}, why: the S² signal D_c − D̂_c(m) ≈ α·(D_c − D_∅) + β·(D_c − x) with α = {m['alpha']:.3f}, "
                   f"β = {m['beta']:.3f} (medians over the σ where S² acts), cosine with the true model error "
-                  f"{m['cos_error']:.3f}: " + ("α > 0, so S² adds CFG's own push (λ + ωα)" if m["alpha"] > 0
-                                                 else "α ≤ 0, so S² takes back part of CFG's push"))
+                  f"{m['cos_error']:.3f}: " + "; ".join(reading))
     return "S²-Guidance corrects CFG's mode shift", ev, better_or_worse(pairs, seeds)
 
 
