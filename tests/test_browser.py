@@ -73,8 +73,7 @@ def test_url_settings_and_the_step_slider_in_a_browser(server, tmp_path):
         step.focus()
         for _ in range(6):
             page.keyboard.press("ArrowLeft")
-        page.wait_for_function("(old) => { const i = document.querySelectorAll('[data-testid=\"stImage\"] img')[1];"
-                               " return i && i.src !== old; }", arg=before, timeout=120_000)
+        page.get_by_text("Step 6 of 12", exact=False).first.wait_for(state="visible", timeout=120_000)
         settled(page, 120_000)
         assert step.input_value() == "6"
         assert page.locator('[data-testid="stImage"] img').nth(1).get_attribute("src") != before

@@ -68,7 +68,7 @@ def probes(tmp):
     (tmp / "latin1.json").write_bytes('{"classes": [{"weights": [1], "means": [0], "covs": [1]}], "name": "é"}'
                                       .encode("latin-1"))
     (tmp / "deep.json").write_text(nested(100_000))
-    (tmp / "deep2.json").write_text('{"classes": [{"weights": ' + nested(5000) + ', "means": [0], "covs": [1]}]}')
+    (tmp / "deep2.json").write_text('{"classes": [{"weights": ' + nested(500) + ', "means": [0], "covs": [1]}]}')
     compare = ["compare", "--quick", "--samples", "50", "--seeds", "1", "--cache-dir", str(tmp / "cache")]
     images = ["images", "sample", "--quick", "--cache-dir", str(tmp / "cache")]
     return [

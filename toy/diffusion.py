@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toy.errors import NonFiniteError, ToyError, check_finite, check_int
-from toy.guidance import GuidanceConfig, guided_step
+from toy.guidance import GuidanceConfig, guided_step, mask_scores, masks_drawn
 
 SOLVERS = ("heun", "euler")
 SIGMA_MAX_RATIO = 16.0      # σ_max ≥ this × σ_data (see SamplerConfig.fit)
@@ -107,21 +107,33 @@ class SampleResult(NamedTuple):
     sigmas: np.ndarray                   # [T + 1]
 
 
+# The random numbers of a run are drawn by these two small programs, outside the sampler's: they are
+# compiled once per shape and shared by every method and mixture, and the sampler programs carry no
+# random-number code (which took about half of their compile time).
+@functools.partial(jax.jit, static_argnames=("n", "dim"))
+def _initial_noise(key, *, n: int, dim: int):
+    return jax.random.normal(key, (n, dim))                                      # [n, d]
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "num", "num_blocks"))
+def _step_scores(key, *, steps: int, num: int, num_blocks: int):
+    # One key per step: Heun's two evaluations of step i share the step's masks (as in Algorithm 1, one
+    # mask m_t per step t).
+    return jax.vmap(lambda i: mask_scores(jax.random.fold_in(key, i), num, num_blocks))(jnp.arange(steps))  # [T, N, K]
+
+
 @functools.partial(jax.jit, static_argnames=("gcfg", "scfg", "n", "dim", "return_trajectory"))
-def _sample_jit(main, weak, key, label, dyn, *, gcfg: GuidanceConfig, scfg: SamplerConfig, n: int, dim: int,
-                return_trajectory: bool):
+def _sample_jit(main, weak, noise, scores, churn_key, label, dyn, *, gcfg: GuidanceConfig, scfg: SamplerConfig,
+                n: int, dim: int, return_trajectory: bool):
     T = scfg.steps
     sigmas = jnp.asarray(edm_sigmas(T, scfg.sigma_min, scfg.sigma_max, scfg.rho), jnp.float32)  # [T + 1]
-    k_init, k_mask, k_churn = jax.random.split(key, 3)
     labels = jnp.full((n,), label, jnp.int32)                                    # [n]
-    x_init = sigmas[0] * jax.random.normal(k_init, (n, dim))                     # [n, d]
+    x_init = sigmas[0] * noise                                                   # [n, d]
+    k_churn = churn_key
 
     def denoise(x, sigma, i, state):
-        # One key per step: Heun's two evaluations of step i share the step's mask (as in Algorithm 1, one
-        # mask m_t per step t).
         position = i / max(T - 1, 1)
-        return guided_step(gcfg, main, weak, x, sigma, labels, jax.random.fold_in(k_mask, i), position, dyn,
-                           state, i)
+        return guided_step(gcfg, main, weak, x, sigma, labels, scores[i], position, dyn, state, i)
 
     first_order = gcfg.method == "cfg++"     # CFG++ is defined with a first-order (DDIM) renoising step
 
@@ -187,9 +199,12 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
             raise ToyError("autoguidance needs a weak model (train one with `python -m toy train`)")
         weak = main.weak()          # the exact denoiser's ideal weak model
     dim = dim if dim is not None else _dim_of(main)
-    x, first_bad, traj, den = _sample_jit(main, weak if gcfg.method == "autoguidance" else None, key,
-                                          jnp.int32(label), gcfg.dynamic(main.num_blocks), gcfg=gcfg.static(), scfg=scfg,
-                                          n=int(n), dim=int(dim),
+    k_init, k_mask, k_churn = jax.random.split(key, 3)
+    noise = _initial_noise(k_init, n=int(n), dim=int(dim))                      # [n, d]
+    scores = _step_scores(k_mask, steps=scfg.steps, num=masks_drawn(gcfg), num_blocks=main.num_blocks)  # [T, N, K]
+    x, first_bad, traj, den = _sample_jit(main, weak if gcfg.method == "autoguidance" else None, noise, scores,
+                                          k_churn, jnp.int32(label), gcfg.dynamic(main.num_blocks), gcfg=gcfg.static(),
+                                          scfg=scfg, n=int(n), dim=int(dim),
                                           return_trajectory=return_trajectory or n * dim <= _ALWAYS_TRAJECTORY)
     bad = int(first_bad)
     sigmas = edm_sigmas(scfg.steps, scfg.sigma_min, scfg.sigma_max, scfg.rho)

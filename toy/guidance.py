@@ -108,7 +108,19 @@ def num_dropped(num_blocks: int, exclude: tuple[int, ...], drop_ratio: float, nu
 
 def sample_mask(key: jax.Array, num_blocks: int, exclude: tuple[int, ...], k_drop) -> jax.Array:
     """A block mask [K] with exactly k_drop zeros, uniformly among the non-excluded blocks."""
-    scores = jax.random.uniform(key, (num_blocks,))                              # [K]
+    return mask_from_scores(jax.random.uniform(key, (num_blocks,)), exclude, k_drop)
+
+
+def mask_scores(key: jax.Array, num: int, num_blocks: int) -> jax.Array:
+    """The random scores [num, K] of `num` masks drawn from one key (`mask_from_scores` turns each into
+    a mask); drawing them apart from the sampler keeps random-number code out of its program."""
+    return jax.vmap(lambda k: jax.random.uniform(k, (num_blocks,)))(jax.random.split(key, num))
+
+
+def mask_from_scores(scores: jax.Array, exclude: tuple[int, ...], k_drop) -> jax.Array:
+    """The mask [K] that drops the k_drop non-excluded blocks of lowest score (uniform scores: a
+    uniformly random choice)."""
+    num_blocks = scores.shape[0]
     excluded = jnp.zeros(num_blocks, bool)
     if exclude:
         excluded = excluded.at[jnp.asarray(exclude, jnp.int32)].set(True)
@@ -239,7 +251,7 @@ class Step:
     x: jax.Array                  # [n, d]
     sigma: jax.Array              # scalar
     label: jax.Array              # [n]
-    key: jax.Array                # this step's key: its one mask comes from it
+    scores: jax.Array             # [N, K] this step's mask scores (mask_scores): Heun's evaluations share them
     position: jax.Array           # the step's place in [0, 1] along the sampler
     dyn: jax.Array                # GuidanceConfig.dynamic(K)
     state: jax.Array              # [n, d], carried across steps (APG's running average)
@@ -264,12 +276,12 @@ class Step:
         return uncond_cond(self.main, self.x, self.sigma, self.null, self.label)  # [n, d] ×2
 
     def masks(self, num: int) -> jax.Array:
-        """`num` masks [num, K] drawn from this step's key (Heun's two evaluations share them);
-        one mask is drawn exactly as the first of several, so s2 and s2-naive with N = 1 agree."""
+        """`num` masks [num, K] from this step's scores (Heun's two evaluations share them); one mask
+        is drawn exactly as the first of several, so s2 and s2-naive with N = 1 agree."""
         K, k_drop = self.main.num_blocks, self.dyn[4]
         if K == 0:                    # the exact denoiser: its ideal weak model needs no mask
             return jnp.ones((num, 0), jnp.float32)
-        return jax.vmap(lambda k: sample_mask(k, K, self.gcfg.exclude, k_drop))(jax.random.split(self.key, num))
+        return jax.vmap(lambda sc: mask_from_scores(sc, self.gcfg.exclude, k_drop))(self.scores[:num])
 
     def with_sub(self, masks: jax.Array, combine: Callable) -> jax.Array:
         """combine(D_∅, D_c, D̂_c(m_i) [N, n, d]). Outside the application interval the sub-network
@@ -312,23 +324,29 @@ _STEPS = {
 }
 
 
+def masks_drawn(gcfg: GuidanceConfig) -> int:
+    """How many masks one step of the method draws (0 for methods that drop no block or a fixed one)."""
+    return {"s2": 1, "s2-naive": gcfg.num_masks}.get(gcfg.method, 0)
+
+
 def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: jax.Array, sigma: jax.Array,
-                label: jax.Array, key: jax.Array, position: jax.Array, dyn: jax.Array, state: jax.Array,
+                label: jax.Array, scores: jax.Array, position: jax.Array, dyn: jax.Array, state: jax.Array,
                 step) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One step's guided prediction: returns (D̃, D_renoise, new state).
 
-    x: [n, d]; sigma: scalar; label: [n] target class; key: this step's PRNG key; position: the
-    step's place in [0, 1] along the sampler; dyn: `GuidanceConfig.dynamic(K)`; state: [n, d]
-    carried across steps; step: the step index. D_renoise is the prediction whose noise the
-    sampler keeps (D̃ itself, except CFG++'s D_∅)."""
-    return gcfg.spec.step(Step(gcfg, main, weak, x, sigma, label, key, position, dyn, state, step))
+    x: [n, d]; sigma: scalar; label: [n] target class; scores: this step's mask scores [N, K]
+    (`mask_scores` of the step's key, N = `masks_drawn`); position: the step's place in [0, 1] along
+    the sampler; dyn: `GuidanceConfig.dynamic(K)`; state: [n, d] carried across steps; step: the step
+    index. D_renoise is the prediction whose noise the sampler keeps (D̃ itself, except CFG++'s D_∅)."""
+    return gcfg.spec.step(Step(gcfg, main, weak, x, sigma, label, scores, position, dyn, state, step))
 
 
 def guided_prediction(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: jax.Array,
                       sigma: jax.Array, label: jax.Array, key: jax.Array, position: jax.Array,
                       dyn: jax.Array) -> jax.Array:
-    """D̃(x; σ, c) alone, for stateless use (the first step's state)."""
-    return guided_step(gcfg, main, weak, x, sigma, label, key, position, dyn, jnp.zeros_like(x), 0)[0]
+    """D̃(x; σ, c) alone, for stateless use (the first step's state), its masks drawn from `key`."""
+    scores = mask_scores(key, max(1, masks_drawn(gcfg)), main.num_blocks)
+    return guided_step(gcfg, main, weak, x, sigma, label, scores, position, dyn, jnp.zeros_like(x), 0)[0]
 
 
 # -- the registry -------------------------------------------------------------------------------
