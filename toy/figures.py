@@ -508,34 +508,43 @@ def main(argv=None) -> int:
         todo = only | set().union(*(NEEDS.get(f, set()) for f in only))
         st = Settings.make(a.quick)
         lab = Lab(st)
+        stages = {}
+
+        def timed(name, fn, *args):      # seconds per figure, into figures_timing.json
+            t = time.perf_counter()
+            r = fn(*args)
+            stages[name] = round(time.perf_counter() - t, 1)
+            return r
+
         if "fig3_1d" in todo:
-            density_panels(lab, "gmm1d", MAIN_METHODS, "fig3_1d", out)
+            timed("fig3_1d", density_panels, lab, "gmm1d", MAIN_METHODS, "fig3_1d", out)
         if "fig3_2d" in todo:
-            density_panels(lab, "gmm2d", MAIN_METHODS, "fig3_2d", out)
+            timed("fig3_2d", density_panels, lab, "gmm2d", MAIN_METHODS, "fig3_2d", out)
         if "fig9_trajectories_1d" in todo:
-            fig9(lab, out)
+            timed("fig9_trajectories_1d", fig9, lab, out)
         if "fig10_naive_vs_single" in todo:
-            fig10(lab, out)
-        passes = fig8(lab, out) if "fig8_num_passes" in todo else None
-        abl = fig7(lab, out) if "fig7_ablations" in todo else None
+            timed("fig10_naive_vs_single", fig10, lab, out)
+        passes = timed("fig8_num_passes", fig8, lab, out) if "fig8_num_passes" in todo else None
+        abl = timed("fig7_ablations", fig7, lab, out) if "fig7_ablations" in todo else None
         if "fig_tree2d_all_methods" in todo:
-            fig_tree(lab, out)
-        res = results(lab, out) if "results" in todo else None
-        mech = mechanism(lab, out) if "fig_s2_mechanism" in todo else None
-        ideal = fig_ideal(lab, out) if "fig_s2_ideal" in todo else None
-        regimes = fig_regimes(lab, out) if "fig_s2_regimes" in todo else None
+            timed("fig_tree2d_all_methods", fig_tree, lab, out)
+        res = timed("results", results, lab, out) if "results" in todo else None
+        mech = timed("fig_s2_mechanism", mechanism, lab, out) if "fig_s2_mechanism" in todo else None
+        ideal = timed("fig_s2_ideal", fig_ideal, lab, out) if "fig_s2_ideal" in todo else None
+        regimes = timed("fig_s2_regimes", fig_regimes, lab, out) if "fig_s2_regimes" in todo else None
         if mech is not None and ideal is not None and regimes is not None:
             write_mechanism(mech, ideal, regimes, st, out)
         if "claims" in todo:
             claims(res, abl, passes, mech, ideal, regimes, st, out)
         if set(IMAGE_FIGURES) & todo:     # one run of the image pipeline writes all three
             from toy.images.pipeline import ImageConfig, quick_config, run_pipeline
-            run_pipeline(quick_config() if a.quick else ImageConfig(), out=out)
+            timed("images", lambda: run_pipeline(quick_config() if a.quick else ImageConfig(), out=out))
     except ToyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     took = time.perf_counter() - t0
-    files.write_json(out / "figures_timing.json", {"quick": a.quick, "only": sorted(only), "seconds": took})
+    files.write_json(out / "figures_timing.json", {"quick": a.quick, "only": sorted(only), "seconds": round(took, 1),
+                                                             "stages": stages})
     print(f"wrote {', '.join(sorted(only))} to {out}/ in {took:.0f} s")
     return 0
 
