@@ -69,7 +69,9 @@ def test_default_page_and_responses_to_lambda_and_omega(app):
 
 
 def test_every_widget_at_its_extremes(app):
-    app.multiselect(key="methods").set_value(["none", "cfg", "autoguidance", "s2-naive", "s2", "fixed-block"])
+    # the methods that read the widgets below (λ: all; ω, drops, N, interval: naive S²; the fixed block;
+    # the weak model): each method at each step count is one more sampler to compile
+    app.multiselect(key="methods").set_value(["autoguidance", "s2-naive", "fixed-block"])
     app.select_slider(key="samples").set_value(200)
     for extremes in [dict(lam=10.0, omega=2.0, num_drop=7, num_masks=16, fixed_block=7, interval=(0.0, 1.0), steps=128),
                      dict(lam=0.0, omega=0.0, num_drop=1, num_masks=1, fixed_block=1, interval=(0.0, 0.0), steps=4)]:
@@ -77,12 +79,12 @@ def test_every_widget_at_its_extremes(app):
             app.slider(key=key).set_value(v)
         rerun(app)
         assert len(app.error) == 0 or all("non-finite" in e.value for e in app.error)
-        assert len(table(app)) + len(app.error) == 7
+        assert len(table(app)) + len(app.error) == 4
     app.number_input(key="seed").set_value(1_000_000)
     app.radio(key="weak").set_value("early")
     app.selectbox(key="label").set_value(1)
     rerun(app)
-    assert len(table(app)) == 7
+    assert len(table(app)) == 4
 
 
 def test_exact_source_presets_and_custom_mixtures(app):

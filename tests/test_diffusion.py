@@ -125,7 +125,7 @@ def test_guidance_bias_of_cfg_appears_in_every_baseline_but_apg_in_1d(exact1d):
 
 
 def test_runtime_settings_do_not_recompile():
-    from toy.diffusion import _sample_jit
+    from toy.diffusion import compiled_samplers
     from toy.nets import LearnedDenoiser, MLPConfig, init_model
 
     model = init_model(MLPConfig(dim=1), 0)
@@ -134,11 +134,11 @@ def test_runtime_settings_do_not_recompile():
     scfg, key = SamplerConfig(steps=4), jax.random.key(0)
     sample(D, GuidanceConfig(method="s2"), scfg, key, 64, 0)
     sample(D, GuidanceConfig(method="fixed-block"), scfg, key, 64, 0)
-    size = _sample_jit._cache_size()
+    size = compiled_samplers()
     for g in [GuidanceConfig(method="s2", scale=5.0, s2_scale=1.0, interval=(0.0, 1.0), num_drop=3),
               GuidanceConfig(method="s2", drop_ratio=0.6), GuidanceConfig(method="fixed-block", fixed_blocks=(2, 5))]:
         sample(D, g, scfg, key, 64, 0)
-    assert _sample_jit._cache_size() == size
+    assert compiled_samplers() == size
     # and the runtime number of dropped blocks takes effect: dropping more moves S² further from CFG
     cfg = sample(D, GuidanceConfig(method="cfg"), scfg, key, 64, 0).x
     one = sample(D, GuidanceConfig(method="s2", num_drop=1, s2_scale=1.0), scfg, key, 64, 0).x

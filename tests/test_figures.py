@@ -5,7 +5,7 @@ import json
 import matplotlib.image as mpimg
 
 from toy.claims import VERDICTS
-from toy.figures import IMAGE_FIGURES, TOY_FIGURES, main
+from toy.figures import IMAGE_FIGURES, TOY_FIGURES, Settings, main
 from toy.guidance import EXACT_METHODS, METHODS
 from toy.metrics import METRICS
 
@@ -46,7 +46,10 @@ def test_quick_figures(cache_dir, trained, tmp_path, capsys):
             series = mech["mechanism"]["series"][preset][model]
             assert {"sigmas", "alpha", "beta", "r2", "cos_error", "ratio"} <= set(series)
             assert len(series["alpha"]) == len(series["sigmas"])
-        assert set(mech["regimes"][preset]) == {"width", "depth", "steps", "block_drop", "sigma_window"}
+        # quick mode sweeps the axes that keep the main network's shape (no new programs to compile);
+        # the full settings add width and depth
+        assert set(mech["regimes"][preset]) == {"steps", "block_drop", "sigma_window"}
+    assert set(Settings.make(quick=False).regimes) == {"width", "depth", "steps", "block_drop"}
     assert "| gmm1d | block-dropout network |" in (tmp_path / "mechanism.md").read_text()
 
 

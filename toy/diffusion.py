@@ -215,6 +215,12 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
     return SampleResult(x, traj, den, sigmas) if return_trajectory else SampleResult(x, None, None, sigmas)
 
 
+def compiled_samplers() -> int:
+    """How many sampler programs this process has compiled (one per method, shape and sampler
+    config; runtime settings such as λ, ω or the number of dropped blocks never add one)."""
+    return _sample_jit._cache_size()
+
+
 def _dim_of(denoiser) -> int:
     if hasattr(denoiser, "cfg"):
         return denoiser.cfg.dim

@@ -6,8 +6,8 @@
 the notebooks start at once on a fresh machine. Each file is an ordinary checkpoint (plain arrays in
 an .npz, its config in a JSON header, never pickle) named by the hash of that config: a shipped file
 is used only for exactly the run it was made by. What ships is listed once, in `RUNS`: the quick
-model sets of the three presets (main with its early snapshot, small, blockdrop) and the quick
-regime variants of the mechanism sweep. Remake them after any change to training, networks or
+model sets of the three presets (main with its early snapshot, small, blockdrop) and the regime
+variants of the mechanism sweep that train faster than main. Remake them after any change to training, networks or
 presets; `--check` lists each run and whether its file is there.
 """
 
@@ -23,7 +23,8 @@ from toy.train import SHIPPED, TrainConfig, checkpoint_path, finished_checkpoint
 PRESETS = ("gmm1d", "gmm2d", "tree2d")
 REGIME_PRESETS = ("gmm1d", "gmm2d")
 REGIME_FIELDS = {"width": "width", "depth": "num_blocks", "steps": "steps", "block_drop": "block_drop"}  # → TrainConfig
-REGIME_VARIANTS = {"width": 32, "depth": 4, "steps": 750}     # the quick regime sweep's networks besides main
+REGIME_VARIANTS = {"width": 32, "depth": 4, "steps": 750}     # the regime networks cheaper than main (steps-750
+#                                                              in the quick sweep; all three in the full one)
 
 
 def regime_config(preset: str, axis: str, value) -> TrainConfig:
