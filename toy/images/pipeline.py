@@ -39,7 +39,7 @@ class ImageConfig:
     classes: tuple[int, ...] | None = None   # source class ids; default horse/automobile (7, 1)
     image_size: int = 32                 # CIFAR-10 only: 32, or 16/8 average-pooled for the CPU
     size: str = "XS"                     # DiT size (toy.images.dit.DIT_SIZES)
-    train_steps: int = 2500              # the digits default fits the 15-minute CPU budget (README.md)
+    train_steps: int = 2500              # digits: about 6 minutes on a 2-core CPU (docs/images.md)
     batch: int = 128
     lr: float = 1e-3
     seed: int = 0
