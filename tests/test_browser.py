@@ -52,7 +52,8 @@ def test_url_settings_and_the_step_slider_in_a_browser(server, tmp_path):
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # TOY_SCREENSHOT=PATH also saves the README's screenshot: a viewport tall enough for every view
+        page = browser.new_page(viewport={"width": 1400, "height": 2000 if os.environ.get("TOY_SCREENSHOT") else 1000})
         # a shared link: its settings must reach the widgets
         page.goto(server + "/?lam=4.5&methods=cfg,s2&steps=12&samples=500")
         page.locator('[data-testid="stImage"] img').nth(2).wait_for(state="visible", timeout=240_000)
@@ -64,6 +65,8 @@ def test_url_settings_and_the_step_slider_in_a_browser(server, tmp_path):
         assert "CFG" in chosen and "S²" in chosen and "Autoguidance" not in chosen
         assert page.locator('[data-testid="stImage"]').count() == 3       # columns, the sampler in time, mechanism
         if os.environ.get("TOY_SCREENSHOT"):
+            page.locator('[data-testid="stDataFrame"] canvas').first.wait_for(state="visible", timeout=60_000)
+            page.wait_for_timeout(2000)                                     # the table's grid paints
             page.screenshot(path=os.environ["TOY_SCREENSHOT"], full_page=True)
         step_img = page.locator('[data-testid="stImage"] img').nth(1)
         before = step_img.get_attribute("src")
