@@ -137,7 +137,7 @@ def bench_app(repeats: int) -> dict:
 def bench_figures() -> dict:
     """A full regeneration with the models cached (the shipped ones; regime variants trained before)."""
     out = Path("/tmp") / f"bench-figures-{os.getpid()}"
-    subprocess.run([sys.executable, "-m", "toy.figures", "--out", str(out), "--only", "fig_s2_regimes"], check=True,
+    subprocess.run([sys.executable, "-m", "toy.figures", "--out", str(out), "--train-only"], check=True,
                    capture_output=True)                       # trains the regime variants once, untimed
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "toy.figures", "--out", str(out)], check=True, capture_output=True)

@@ -57,3 +57,11 @@ def test_unknown_figure_is_one_line_error(tmp_path, capsys):
     assert main(["--only", "fig99", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "fig99" in err and len(err.splitlines()) == 1
+
+
+def test_train_only_readies_every_network_and_draws_nothing(cache_dir, tmp_path, capsys):
+    assert main(["--quick", "--train-only", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("gmm1d/main", "gmm1d/small", "gmm1d/blockdrop", "tree2d/main", "gmm2d/steps=750", "gmm1d/block_drop=0.1"):
+        assert name in out
+    assert not list(tmp_path.iterdir())
