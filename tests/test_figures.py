@@ -3,6 +3,7 @@
 import json
 
 import matplotlib.image as mpimg
+import numpy as np
 
 from toy.claims import VERDICTS
 from toy.figures import IMAGE_FIGURES, TOY_FIGURES, Settings, main
@@ -65,3 +66,14 @@ def test_train_only_readies_every_network_and_draws_nothing(cache_dir, tmp_path,
     for name in ("gmm1d/main", "gmm1d/small", "gmm1d/blockdrop", "tree2d/main", "gmm2d/steps=750", "gmm1d/block_drop=0.1"):
         assert name in out
     assert not list(tmp_path.iterdir())
+
+
+def test_model_flag_guides_the_blockdrop_network(cache_dir, trained, tmp_path, capsys):
+    trained("gmm1d")
+    for model in ("main", "blockdrop"):
+        assert main(["--quick", "--only", "fig3_1d", "--model", model, "--out", str(tmp_path / model)]) == 0
+    a, b = (mpimg.imread(tmp_path / m / "fig3_1d.png") for m in ("main", "blockdrop"))
+    assert a.shape == b.shape and not np.array_equal(a, b)          # other samples, and the caption names it
+    assert main(["--quick", "--model", "small", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--model 'small'" in err and len(err.splitlines()) == 1

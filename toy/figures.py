@@ -22,7 +22,7 @@ from toy import claims as C
 from toy import evaluation as E
 from toy import files
 from toy import plotting as P
-from toy.compare import CompareConfig, run_compare
+from toy.compare import MODELS, CompareConfig, run_compare
 from toy.diffusion import SamplerConfig
 from toy.errors import ToyError
 from toy.guidance import METHODS, GuidanceConfig, label, num_dropped
@@ -60,9 +60,16 @@ class Settings:
     sigma_windows: tuple[tuple[float, float], ...]
     fixed_blocks: str                    # "all" droppable blocks, or their "ends" (first and last)
     steps: int                           # Heun steps of every sampler run
+    network: str = "main"                # the network CFG and S² guide: "main" or "blockdrop"
 
     @classmethod
-    def make(cls, quick: bool) -> "Settings":
+    def make(cls, quick: bool, network: str = "main") -> "Settings":
+        if network not in MODELS:
+            raise ToyError(f"--model {network!r}: choose {' or '.join(MODELS)}")
+        return replace(cls._make(quick), network=network)
+
+    @classmethod
+    def _make(cls, quick: bool) -> "Settings":
         if quick:
             return cls(300, (0, 1), (1.0, 3.0), (0.0, 0.25, 1.0), (1, 4), (0.0, 0.8), (1, 3), (0.5, 1.0),
                        300, 4, {"steps": (750, 1500), "block_drop": (0.0, 0.1)},   # shapes of the main network only
@@ -110,9 +117,11 @@ class Lab:
             self.refs[k] = E.make_reference(get_preset(preset).cond(0), seed, self.st.samples)
         return self.refs[k]
 
-    def run(self, preset, gcfg, seed, *, model="main", weak="small", exact=None):
-        """model: "main", "blockdrop", or "exact" (then `exact` may give the ExactDenoiser to use).
-        Trajectories always come back: one compiled sampler per method then serves every figure."""
+    def run(self, preset, gcfg, seed, *, model=None, weak="small", exact=None):
+        """model: "main", "blockdrop" (default: the settings' network), or "exact" (then `exact` may
+        give the ExactDenoiser to use). Trajectories always come back: one compiled sampler per method
+        then serves every figure."""
+        model = model or self.st.network
         if model == "exact":
             main = exact or ExactDenoiser(get_preset(preset))
             w = None
@@ -154,7 +163,7 @@ def settings_line(st: Settings, extra=""):
     return (f"seeds {list(st.seeds)}, {st.samples} samples per panel, {st.steps} Heun steps (EDM, ρ = 7), "
             f"MLP width {width} × {blocks} blocks trained {main.steps} steps; λ = {PAPER.scale}, ω = {PAPER.s2_scale}, "
             f"{k} of {droppable} droppable blocks dropped, interval {PAPER.interval}, N = {PAPER.num_masks} for naive "
-            f"S²{'; ' + extra if extra else ''}")
+            f"S²{'' if st.network == 'main' else f'; the {st.network} network guided'}{'; ' + extra if extra else ''}")
 
 
 def finish(fig, out: Path, name: str, caption: str) -> None:
@@ -297,7 +306,8 @@ def results(lab: Lab, out: Path) -> dict:
     for preset in ("gmm1d", "gmm2d", "tree2d"):
         lab.model_set(preset)
         cfg = CompareConfig(preset=preset, methods=METHODS, guidance=PAPER, seeds=lab.st.seeds,
-                            samples=lab.st.samples, exact=True, quick=True, sampler=lab.st.sampler)
+                            samples=lab.st.samples, exact=True, quick=True, sampler=lab.st.sampler,
+                            model=lab.st.network)
         allres[preset] = run_compare(cfg, progress=False)
     files.write_json(out / "toy_results.json", allres)
     lines = ["# Toy results: every method against the exact truth", "",
@@ -510,6 +520,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", nargs="+", default=None, help=f"any of {', '.join(FIGURES)}")
     p.add_argument("--out", default="figures")
+    p.add_argument("--model", default="main", help="the network CFG and S² guide in every figure but the "
+                   "mechanism ones (which show both): main or blockdrop")
     p.add_argument("--train-only", action="store_true",
                    help="train (or load) every network the toy figures use, then stop; draw nothing")
     a = p.parse_args(argv)
@@ -522,7 +534,7 @@ def main(argv=None) -> int:
         out = files.usable_folder(a.out, "--out")
         enable_compilation_cache()
         todo = only | set().union(*(NEEDS.get(f, set()) for f in only))
-        st = Settings.make(a.quick)
+        st = Settings.make(a.quick, a.model)
         lab = Lab(st)
         if a.train_only:
             names = train_networks(lab)
