@@ -221,8 +221,7 @@ def test_shipped_weights_are_what_training_makes(tmp_path):
     from toy.images import shipped as image_runs
     from toy.shipped import runs
     from toy.train import SHIPPED, finished_checkpoint, model_set_configs
-    shipped = {checkpoint_path(c, get_preset(c.preset), SHIPPED, tag).name for c, tag in runs()}
-    shipped |= {checkpoint_path(c, data, SHIPPED, tag, m).name for c, m, data, tag in image_runs.runs()}
+    shipped = {r.path.name for r in runs() + image_runs.runs()}
     assert shipped == {p.name for p in SHIPPED.glob("*.npz")}                 # exactly the listed runs ship
     cfg = model_set_configs("gmm1d", quick=True)["small"]
     fresh = train(cfg, folder=tmp_path, tag="small", fresh=True, progress=False)

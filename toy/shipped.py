@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple
 
 from toy.mixtures import get_preset
 from toy.train import SHIPPED, TrainConfig, checkpoint_path, finished_checkpoint, model_set_configs, train
@@ -32,29 +34,46 @@ def regime_config(preset: str, axis: str, value) -> TrainConfig:
     return replace(model_set_configs(preset, quick=True)["main"], snapshot=0, **{REGIME_FIELDS[axis]: value})
 
 
-def runs() -> list[tuple[TrainConfig, str]]:
-    """(config, tag) of every run whose weights ship."""
+class Run(NamedTuple):
+    """One shipped training run: its config, its training data, its tag, and the network config
+    when it is not the MLP that `tcfg` describes (the image DiT)."""
+    tcfg: TrainConfig
+    data: object                          # a ConditionalMixture, or the image experiment's ImageData
+    tag: str
+    mcfg: object = None
+
+    @property
+    def path(self) -> Path:
+        return checkpoint_path(self.tcfg, self.data, SHIPPED, self.tag, self.mcfg)
+
+
+def runs() -> list[Run]:
+    """Every toy run whose weights ship."""
     out = [(tcfg, role) for p in PRESETS for role, tcfg in model_set_configs(p, quick=True).items()]
     out += [(regime_config(p, axis, v), f"{axis}-{v}") for p in REGIME_PRESETS
             for axis, v in REGIME_VARIANTS.items()]
-    return out
+    return [Run(tcfg, get_preset(tcfg.preset), tag) for tcfg, tag in out]
+
+
+def remake_or_check(shipped: list[Run], check: bool) -> int:
+    """Retrain every run into toy/weights/ (fresh), or with `check` list whether each file is there;
+    1 if a file is missing."""
+    missing = 0
+    for r in shipped:
+        if check:
+            there = finished_checkpoint(r.path) == r.path
+            print(f"{'ok' if there else 'MISSING':<8} {r.path.name}")
+            missing += not there
+        else:
+            train(r.tcfg, mixture=r.data, folder=SHIPPED, tag=r.tag, model_cfg=r.mcfg, fresh=True)
+            print(f"wrote {r.path.name}")
+    return 1 if missing else 0
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m toy.shipped", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="list the runs and whether their weights ship; train nothing")
-    a = p.parse_args(argv)
-    missing = 0
-    for tcfg, tag in runs():
-        path = checkpoint_path(tcfg, get_preset(tcfg.preset), SHIPPED, tag)
-        there = finished_checkpoint(path) == path
-        if a.check:
-            print(f"{'ok' if there else 'MISSING':<8} {path.name}")
-            missing += not there
-        else:
-            train(tcfg, folder=SHIPPED, tag=tag, fresh=True)
-            print(f"wrote {path.name}")
-    return 1 if missing else 0
+    return remake_or_check(runs(), p.parse_args(argv).check)
 
 
 if __name__ == "__main__":

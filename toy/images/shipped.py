@@ -14,31 +14,20 @@ import sys
 
 from toy.images.data import load_digits
 from toy.images.pipeline import model_configs, quick_config
-from toy.train import SHIPPED, checkpoint_path, finished_checkpoint, train
+from toy.shipped import Run, remake_or_check
 
 
-def runs():
-    """(train config, network config, data, tag) of every image run whose weights ship."""
+def runs() -> list[Run]:
+    """Every image run whose weights ship."""
     data = load_digits()
     tcfg, mcfg = model_configs(quick_config(), data)["main"]
-    return [(tcfg, mcfg, data, "main")]
+    return [Run(tcfg, data, "main", mcfg)]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m toy.images.shipped", description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true")
-    a = p.parse_args(argv)
-    missing = 0
-    for tcfg, mcfg, data, tag in runs():
-        path = checkpoint_path(tcfg, data, SHIPPED, tag, mcfg)
-        if a.check:
-            there = finished_checkpoint(path) == path
-            print(f"{'ok' if there else 'MISSING':<8} {path.name}")
-            missing += not there
-        else:
-            train(tcfg, mixture=data, folder=SHIPPED, tag=tag, model_cfg=mcfg, fresh=True)
-            print(f"wrote {path.name}")
-    return 1 if missing else 0
+    p.add_argument("--check", action="store_true", help="say whether the weights ship; train nothing")
+    return remake_or_check(runs(), p.parse_args(argv).check)
 
 
 if __name__ == "__main__":
