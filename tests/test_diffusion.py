@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import wasserstein_distance
 
-from toy.diffusion import SamplerConfig, edm_sigmas, sample
+from toy.diffusion import SamplerConfig, draw_size, edm_sigmas, initial_noise, sample, step_scores
 from toy.errors import NonFiniteError, ToyError
-from toy.guidance import GuidanceConfig
+from toy.guidance import GuidanceConfig, mask_scores
 from toy.mixtures import get_preset
 from toy.nets import ExactDenoiser, LearnedDenoiser, MLPConfig, init_model
 
@@ -19,6 +19,18 @@ N = 4000
 def exact1d():
     mix = get_preset("gmm1d")
     return mix, ExactDenoiser(mix), np.asarray(mix.cond(0).sample(jax.random.key(99), 40_000))[:, 0]
+
+
+@pytest.mark.parametrize("n,steps,num", [(1, 1, 1), (7, 5, 3), (300, 16, 4), (1000, 33, 9)])
+def test_random_draws_are_the_first_rows_of_a_larger_draw(n, steps, num):
+    # the draws are made at a power-of-two size and cut; the numbers must be those of a draw of exactly
+    # the asked size (computed here directly, one step key at a time)
+    key = jax.random.key(11)
+    assert draw_size(n, 1) >= n and draw_size(n, 1) < 2 * n + 1
+    np.testing.assert_array_equal(initial_noise(key, n, 2), np.asarray(jax.random.normal(key, (n, 2))))
+    direct = np.stack([np.asarray(mask_scores(jax.random.fold_in(key, i), num, 8)) for i in range(steps)])
+    np.testing.assert_array_equal(step_scores(key, steps, num, 8), direct)
+    assert step_scores(key, steps, 0, 8).shape == (steps, 0, 8)
 
 
 def test_schedule():
@@ -139,6 +151,14 @@ def test_runtime_settings_do_not_recompile():
               GuidanceConfig(method="s2", drop_ratio=0.6), GuidanceConfig(method="fixed-block", fixed_blocks=(2, 5))]:
         sample(D, g, scfg, key, 64, 0)
     assert compiled_samplers() == size
+    # nor do another step count of the same bucket (≤ 32) and another σ schedule; the run is still that many steps
+    r = sample(D, GuidanceConfig(method="s2"), SamplerConfig(steps=7, sigma_max=40.0, rho=5.0), key, 64, 0,
+               return_trajectory=True)
+    assert compiled_samplers() == size
+    assert r.trajectory.shape == (8, 64, 1) and r.denoised.shape == (7, 64, 1) and len(r.sigmas) == 8
+    np.testing.assert_array_equal(r.trajectory[-1], r.x)
+    np.testing.assert_allclose(r.trajectory[0], 40.0 * np.asarray(jax.random.normal(jax.random.split(key, 3)[0], (64, 1))),
+                               rtol=1e-6)                                      # starts from σ_max · noise
     # and the runtime number of dropped blocks takes effect: dropping more moves S² further from CFG
     cfg = sample(D, GuidanceConfig(method="cfg"), scfg, key, 64, 0).x
     one = sample(D, GuidanceConfig(method="s2", num_drop=1, s2_scale=1.0), scfg, key, 64, 0).x

@@ -2,8 +2,8 @@
 
 The sampler integrates dx/dσ = (x − D̃(x; σ)) / σ from σ_max to 0 with Heun (default) or Euler on
 the ρ = 7 schedule of Karras et al. (2022), optionally with EDM's stochastic churn. The whole run is
-one jitted `lax.scan`; λ, ω and the application interval are runtime inputs, so changing them does
-not recompile.
+one jitted loop; λ, ω, the application interval, the σ schedule and the step count are runtime inputs
+(the step count within a power-of-two bucket of at least 32), so changing them does not recompile.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from toy.errors import NonFiniteError, ToyError, check_finite, check_int
 from toy.guidance import GuidanceConfig, guided_step, mask_scores, masks_drawn
+from toy.runtime import draw_size
 
 SOLVERS = ("heun", "euler")
 SIGMA_MAX_RATIO = 16.0      # σ_max ≥ this × σ_data (see SamplerConfig.fit)
@@ -102,47 +103,76 @@ def exact_score_loss(D, mixture, x0: jax.Array, labels: jax.Array, key: jax.Arra
 
 class SampleResult(NamedTuple):
     x: jax.Array                         # [n, d] final samples
-    trajectory: jax.Array | None         # [T + 1, n, d] states from σ_max to 0 (with return_trajectory)
-    denoised: jax.Array | None           # [T, n, d] guided D̃ at each step (with return_trajectory)
+    trajectory: np.ndarray | None        # [T + 1, n, d] states from σ_max to 0 (with return_trajectory)
+    denoised: np.ndarray | None          # [T, n, d] guided D̃ at each step (with return_trajectory)
     sigmas: np.ndarray                   # [T + 1]
 
 
-# The random numbers of a run are drawn by these two small programs, outside the sampler's: they are
-# compiled once per shape and shared by every method and mixture, and the sampler programs carry no
-# random-number code (which took about half of their compile time).
+# The random numbers of a run are drawn by these two small programs, outside the sampler's: the sampler
+# programs then carry no random-number code (which took about half of their compile time). Both draws
+# are prefix-stable, so they are made at a power-of-two size and cut (`runtime.draw_size`): a handful
+# of programs serve every sample count, step count and mask count. The mask scores are integer arithmetic and a bit cast, identical at any XLA
+# optimisation level, so they skip LLVM's optimiser (1-2.5 s of compile each at the default, 0.3 s).
 @functools.partial(jax.jit, static_argnames=("n", "dim"))
-def _initial_noise(key, *, n: int, dim: int):
+def _noise_draw(key, *, n: int, dim: int):
     return jax.random.normal(key, (n, dim))                                      # [n, d]
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "num", "num_blocks"))
-def _step_scores(key, *, steps: int, num: int, num_blocks: int):
+@functools.partial(jax.jit, static_argnames=("steps", "num", "num_blocks"),
+                   compiler_options={"xla_backend_optimization_level": 0})
+def _scores_draw(key, *, steps: int, num: int, num_blocks: int):
     # One key per step: Heun's two evaluations of step i share the step's masks (as in Algorithm 1, one
     # mask m_t per step t).
     return jax.vmap(lambda i: mask_scores(jax.random.fold_in(key, i), num, num_blocks))(jnp.arange(steps))  # [T, N, K]
 
 
+def initial_noise(key: jax.Array, n: int, dim: int) -> np.ndarray:
+    """The standard normal noise [n, d] a run starts from (scaled by σ_max in the sampler)."""
+    return np.asarray(_noise_draw(key, n=draw_size(n, 256), dim=int(dim)))[:n]
+
+
+@functools.partial(jax.jit, static_argnames=("num", "num_blocks"), compiler_options={"xla_backend_optimization_level": 0})
+def _one_scores_draw(key, *, num: int, num_blocks: int):
+    return mask_scores(key, num, num_blocks)                                     # [N, K]
+
+
+def step_scores(key: jax.Array, steps: int, num: int, num_blocks: int) -> np.ndarray:
+    """The mask scores [T, N, K] of every step (`mask_scores` of the step's key folded from `key`)."""
+    if num == 0 or num_blocks == 0:
+        return np.zeros((steps, num, num_blocks), np.float32)
+    full = _scores_draw(key, steps=draw_size(steps, 32), num=draw_size(num, 4), num_blocks=int(num_blocks))
+    return np.asarray(full)[:steps, :num]
+
+
+def draw_mask_scores(key: jax.Array, num: int, num_blocks: int) -> np.ndarray:
+    """`mask_scores(key, num, num_blocks)` [N, K], from a small shared program."""
+    if num == 0 or num_blocks == 0:
+        return np.zeros((num, num_blocks), np.float32)
+    return np.asarray(_one_scores_draw(key, num=draw_size(num, 4), num_blocks=int(num_blocks)))[:num]
+
+
 @functools.partial(jax.jit, static_argnames=("gcfg", "scfg", "n", "dim", "return_trajectory"))
-def _sample_jit(main, weak, noise, scores, churn_key, label, dyn, *, gcfg: GuidanceConfig, scfg: SamplerConfig,
-                n: int, dim: int, return_trajectory: bool):
-    T = scfg.steps
-    sigmas = jnp.asarray(edm_sigmas(T, scfg.sigma_min, scfg.sigma_max, scfg.rho), jnp.float32)  # [T + 1]
+def _sample_jit(main, weak, noise, scores, sigmas, steps, gamma, churn_key, label, dyn, *, gcfg: GuidanceConfig,
+                scfg: SamplerConfig, n: int, dim: int, return_trajectory: bool):
+    # The step count is a runtime value: the loop runs `steps` of the scfg.steps (a power of two) slots
+    # of sigmas [T_b + 1], scores [T_b, N, K] and the trajectory buffers, so one program serves every
+    # step count of its bucket. gamma: EDM's churn factor min(S_churn / T, √2 − 1).
     labels = jnp.full((n,), label, jnp.int32)                                    # [n]
     x_init = sigmas[0] * noise                                                   # [n, d]
     k_churn = churn_key
 
     def denoise(x, sigma, i, state):
-        position = i / max(T - 1, 1)
+        position = i / jnp.maximum(steps - 1, 1)
         return guided_step(gcfg, main, weak, x, sigma, labels, scores[i], position, dyn, state, i)
 
     first_order = gcfg.method == "cfg++"     # CFG++ is defined with a first-order (DDIM) renoising step
 
-    def step(carry, i):
-        x, first_bad, state = carry
+    def step(i, carry):
+        x, first_bad, state, traj, den = carry
         s, s_next = sigmas[i], sigmas[i + 1]
         if scfg.churn > 0:
-            gamma = jnp.where((s >= scfg.s_tmin) & (s <= scfg.s_tmax), min(scfg.churn / T, math.sqrt(2) - 1), 0.0)
-            s_hat = s * (1 + gamma)
+            g = jnp.where((s >= scfg.s_tmin) & (s <= scfg.s_tmax), gamma, 0.0)
+            s_hat = s * (1 + g)
             eps = jax.random.normal(jax.random.fold_in(k_churn, i), x.shape)     # [n, d]
             x = x + jnp.sqrt(s_hat**2 - s**2) * scfg.s_noise * eps
         else:
@@ -169,13 +199,16 @@ def _sample_jit(main, weak, noise, scores, churn_key, label, dyn, *, gcfg: Guida
             x_next = d + (s_next / s_hat) * (x - d_r)                            # [n, d]
         ok = jnp.all(jnp.isfinite(x_next))
         first_bad = jnp.where((first_bad < 0) & ~ok, i, first_bad)
-        return (x_next, first_bad, new_state), ((x_next, d) if return_trajectory else None)
+        if return_trajectory:
+            traj, den = traj.at[i + 1].set(x_next), den.at[i].set(d)             # [T_b + 1, n, d], [T_b, n, d]
+        return x_next, first_bad, new_state, traj, den
 
-    (x, first_bad, _), outs = jax.lax.scan(step, (x_init, jnp.int32(-1), jnp.zeros_like(x_init)), jnp.arange(T))
-    if return_trajectory:
-        traj = jnp.concatenate([x_init[None], outs[0]])                          # [T + 1, n, d]
-        return x, first_bad, traj, outs[1]
-    return x, first_bad, None, None
+    T_b = scfg.steps
+    traj = jnp.zeros((T_b + 1, n, dim), x_init.dtype).at[0].set(x_init) if return_trajectory else None
+    den = jnp.zeros((T_b, n, dim), x_init.dtype) if return_trajectory else None
+    x, first_bad, _, traj, den = jax.lax.fori_loop(
+        0, steps, step, (x_init, jnp.int32(-1), jnp.zeros_like(x_init), traj, den))
+    return x, first_bad, traj, den
 
 
 # Up to this many numbers per state the trajectory is kept whether asked for or not: one compiled program
@@ -200,19 +233,29 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
         weak = main.weak()          # the exact denoiser's ideal weak model
     dim = dim if dim is not None else _dim_of(main)
     k_init, k_mask, k_churn = jax.random.split(key, 3)
-    noise = _initial_noise(k_init, n=int(n), dim=int(dim))                      # [n, d]
-    scores = _step_scores(k_mask, steps=scfg.steps, num=masks_drawn(gcfg), num_blocks=main.num_blocks)  # [T, N, K]
+    T, T_b = scfg.steps, draw_size(scfg.steps, 32)
+    sigmas = edm_sigmas(T, scfg.sigma_min, scfg.sigma_max, scfg.rho)             # [T + 1]
+    sig_b = np.zeros(T_b + 1, np.float32)
+    sig_b[:T + 1] = sigmas                                                       # [T_b + 1], zeros past the end
+    noise = initial_noise(k_init, int(n), int(dim))                              # [n, d]
+    scores = step_scores(k_mask, T_b, masks_drawn(gcfg), main.num_blocks)       # [T_b, N, K]
+    # Everything of scfg but the bucket, the solver and churn's on/off and window is a runtime input.
+    static = replace(scfg, steps=T_b, sigma_min=0.0, sigma_max=0.0, rho=0.0, churn=float(scfg.churn > 0))
+    if scfg.churn == 0:
+        static = replace(static, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0)
+    keep = return_trajectory or n * dim <= _ALWAYS_TRAJECTORY
     x, first_bad, traj, den = _sample_jit(main, weak if gcfg.method == "autoguidance" else None, noise, scores,
+                                          sig_b, jnp.int32(T), jnp.float32(min(scfg.churn / T, math.sqrt(2) - 1)),
                                           k_churn, jnp.int32(label), gcfg.dynamic(main.num_blocks), gcfg=gcfg.static(),
-                                          scfg=scfg, n=int(n), dim=int(dim),
-                                          return_trajectory=return_trajectory or n * dim <= _ALWAYS_TRAJECTORY)
+                                          scfg=static, n=int(n), dim=int(dim), return_trajectory=keep)
     bad = int(first_bad)
-    sigmas = edm_sigmas(scfg.steps, scfg.sigma_min, scfg.sigma_max, scfg.rho)
     if bad >= 0:
         raise NonFiniteError(f"method {gcfg.method!r}: the sampler state became non-finite at step {bad} of "
                              f"{scfg.steps} (σ = {sigmas[bad]:.4g} → {sigmas[bad + 1]:.4g}) with λ = {gcfg.scale}, "
                              f"ω = {gcfg.s2_scale}; lower the scales or use more steps")
-    return SampleResult(x, traj, den, sigmas) if return_trajectory else SampleResult(x, None, None, sigmas)
+    if not return_trajectory:
+        return SampleResult(x, None, None, sigmas)
+    return SampleResult(x, np.asarray(traj)[:T + 1], np.asarray(den)[:T], sigmas)
 
 
 def compiled_samplers() -> int:

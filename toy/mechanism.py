@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from toy import evaluation as E
-from toy.diffusion import SamplerConfig, edm_sigmas, sample
+from toy.diffusion import SamplerConfig, draw_mask_scores, edm_sigmas, sample, step_scores
 from toy.errors import ToyError, check_finite, check_int
-from toy.guidance import GuidanceConfig, num_dropped, sample_mask
+from toy.guidance import GuidanceConfig, mask_from_scores, num_dropped
 from toy.mixtures import get_preset
 from toy.nets import ExactDenoiser
 from toy.train import model_set_configs, train_models
@@ -109,28 +109,26 @@ class MechanismConfig:
         return replace(self, sampler=self.sampler.validate())
 
 
-@functools.partial(jax.jit, static_argnames=("exclude", "num_masks"))
-def _signal(main, x, sigma, label, key, k_drop, *, exclude, num_masks):
-    """(D_∅, D_c, D̂_c(m_i) [M, n, d]) at one state x [n, d] and σ, masks drawn as S² draws them."""
+@functools.partial(jax.jit, static_argnames=("exclude",))
+def _signal(main, x, sigma, label, scores, k_drop, *, exclude):
+    """(D_∅, D_c, D̂_c(m_i) [M, n, d]) at one state x [n, d] and σ, the masks made from scores [M, K]
+    as S² makes them (the random draw happens outside, as in the sampler)."""
     n = x.shape[0]
     labels = jnp.full((n,), label, jnp.int32)
     null = jnp.full((n,), main.null_label, jnp.int32)
-    if main.num_blocks == 0:          # the ideal weak model: no blocks, no masks
-        masks = jnp.ones((num_masks, 0), jnp.float32)
-    else:
-        masks = jax.vmap(lambda k: sample_mask(k, main.num_blocks, exclude, k_drop))(jax.random.split(key, num_masks))
+    masks = jax.vmap(lambda sc: mask_from_scores(sc, exclude, k_drop))(scores)  # [M, K] (K = 0: the ideal weak model)
     return main.guided_passes(x, sigma, null, labels, masks, shared_prefix=True)
 
 
-@functools.partial(jax.jit, static_argnames=("exclude", "num_masks"))
-def _signal_steps(main, exact, xs, sigmas, label, key, k_drop, *, exclude, num_masks):
-    """_signal at every state xs [T, n, d] and σ [T] (one program for all steps), plus the exact D_c."""
+@functools.partial(jax.jit, static_argnames=("exclude",))
+def _signal_steps(main, exact, xs, sigmas, label, scores, k_drop, *, exclude):
+    """_signal at every state xs [T, n, d] and σ [T] with scores [T, M, K] (one program for all steps),
+    plus the exact D_c."""
     def one(args):
-        i, x, sigma = args
-        du, dc, subs = _signal(main, x, sigma, label, jax.random.fold_in(key, i), k_drop, exclude=exclude,
-                               num_masks=num_masks)
+        x, sigma, sc = args
+        du, dc, subs = _signal(main, x, sigma, label, sc, k_drop, exclude=exclude)
         return du, dc, subs, exact(x, sigma, jnp.full((x.shape[0],), label, jnp.int32))
-    return jax.lax.map(one, (jnp.arange(xs.shape[0]), xs, sigmas))
+    return jax.lax.map(one, (xs, sigmas, scores))
 
 
 def decompose_states(main, exact: ExactDenoiser, traj: np.ndarray, sigmas: np.ndarray, label: int,
@@ -142,9 +140,10 @@ def decompose_states(main, exact: ExactDenoiser, traj: np.ndarray, sigmas: np.nd
     K = main.num_blocks
     k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop) if K else 0
     T = len(sigmas) - 1
+    scores = step_scores(key, T, masks if K else 1, K)                           # [T, M, K]: step i's key is fold_in(key, i)
     du, dc, subs, true = (np.asarray(a) for a in _signal_steps(
-        main, exact, jnp.asarray(traj[:T]), jnp.asarray(sigmas[:T], jnp.float32), label, key, jnp.float32(k_drop),
-        exclude=tuple(gcfg.exclude) if K else (), num_masks=masks if K else 1))      # [T, n, d] ×2, [T, M, n, d], [T, n, d]
+        main, exact, jnp.asarray(traj[:T]), jnp.asarray(sigmas[:T], jnp.float32), label, scores, jnp.float32(k_drop),
+        exclude=tuple(gcfg.exclude) if K else ()))                               # [T, n, d] ×2, [T, M, n, d], [T, n, d]
     out = decompose_steps(dc[:, None] - subs, dc - du, dc - np.asarray(traj[:T]), None if K == 0 else true - dc)
     if callable(progress):
         progress(1.0, "decomposed")
@@ -159,8 +158,8 @@ def guidance_terms(main, exact: ExactDenoiser, x: np.ndarray, sigma: float, labe
     K = main.num_blocks
     k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop) if K else 0
     xj = jnp.asarray(x, jnp.float32)
-    du, dc, subs = _signal(main, xj, jnp.float32(sigma), label, key, jnp.float32(k_drop),
-                           exclude=tuple(gcfg.exclude) if K else (), num_masks=masks if K else 1)
+    du, dc, subs = _signal(main, xj, jnp.float32(sigma), label, draw_mask_scores(key, masks if K else 1, K),
+                           jnp.float32(k_drop), exclude=tuple(gcfg.exclude) if K else ())
     dc, du, subs = np.asarray(dc), np.asarray(du), np.asarray(subs)
     err = np.zeros_like(dc) if K == 0 else np.asarray(exact(xj, jnp.float32(sigma), jnp.full(len(x), label, jnp.int32))) - dc
     return {"cfg_push": (gcfg.scale - 1) * (dc - du), "s2_correction": -gcfg.s2_scale * (subs - dc[None]).mean(0),

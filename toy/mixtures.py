@@ -25,6 +25,7 @@ import numpy as np
 
 from toy.errors import ToyError
 from toy.layers import drop_labels
+from toy.runtime import draw_size
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _PAD_LOGW = -1e30  # log-weight of padding components: finite, so no inf - inf appears
@@ -209,10 +210,15 @@ class GaussianMixture:
         return _denoise(x, s2, *self._params(x.dtype))
 
     def sample(self, key, n: int, sigma=0.0) -> jax.Array:
-        """n exact samples of p(x; σ), [n, d]."""
+        """n exact samples of p(x; σ), [n, d] (a NumPy array when σ = 0 and the key is concrete)."""
         cdf = jnp.asarray(np.cumsum(self.weights) / np.sum(self.weights), jnp.float32)                   # [K]
         chol = jnp.asarray(self._U * np.sqrt(self._lam)[:, None, :], jnp.float32)                       # [K, d, d]
-        return _sample(key, cdf, jnp.asarray(self.means, jnp.float32), chol, jnp.asarray(sigma, jnp.float32), n=int(n))
+        means = jnp.asarray(self.means, jnp.float32)                                                       # [K, d]
+        if isinstance(key, jax.core.Tracer) or isinstance(sigma, jax.core.Tracer) or np.any(np.asarray(sigma) != 0):
+            return _sample(key, cdf, means, chol, jnp.asarray(sigma, jnp.float32), n=int(n))
+        # At σ = 0 the draw is prefix-stable in n (see runtime.draw_size): one program per size bucket.
+        x = _sample(key, cdf, means, chol, jnp.float32(0.0), n=draw_size(n, 256))                         # [N, d]
+        return np.asarray(x)[:int(n)]                                                                      # [n, d]
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         """Exact mean [d] and covariance [d, d] of the mixture (σ = 0)."""

@@ -14,6 +14,15 @@ from pathlib import Path
 import jax
 
 
+def draw_size(n: int, low: int) -> int:
+    """The size a random draw of n rows is made at: the next power of two, at least `low`.
+
+    JAX's threefry is counter-based, so the first n rows of a larger draw are the draw of n rows: made
+    at this size and cut, one small compiled program serves every n of a bucket (a program per n cost
+    0.4-1 s of compile each)."""
+    return max(int(low), 1 << max(int(n) - 1, 0).bit_length())
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("TOY_CACHE_DIR", Path.home() / ".cache" / "s2-toy"))
 

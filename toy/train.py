@@ -171,7 +171,9 @@ def chunk_runner(tcfg: TrainConfig, mixture, graphdef) -> Callable:
     arrays (an image set's; None for a mixture), passed in rather than closed over."""
     def run(state: TrainState, data, steps: int):
         steps = check_int("chunk steps", steps, low=1, high=tcfg.chunk)
-        state, losses = _run_chunk(state, data, jnp.int32(steps), tcfg=tcfg, source=mixture, graphdef=graphdef)
+        # the snapshot step only decides where the chunks are cut: runs that differ in it share a program
+        state, losses = _run_chunk(state, data, jnp.int32(steps), tcfg=replace(tcfg, snapshot=0), source=mixture,
+                                   graphdef=graphdef)
         return state, losses[:steps]
     return run
 
