@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from toy.guidance import EXACT_METHODS, METHODS, label
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-pytestmark = pytest.mark.xdist_group("app")     # one worker: the app's compiled samplers and caches are shared
+# The whole module runs in one worker (--dist loadfile): the app's compiled samplers and caches are shared.
 
 
 @pytest.fixture()

@@ -61,3 +61,20 @@ def test_time_to_quality_stops_at_the_first_evaluation_that_reaches_the_threshol
     assert res["seconds"] == 4.0                               # training chunks only
     miss = time_to_quality(lambda: None, lambda: 1.0, 0.4, max_evals=3, clock=lambda: 0.0)
     assert not miss["reached"] and miss["evals"] == 3
+
+
+def test_compile_profile_attributes_compiles_to_tests_and_functions(tmp_path):
+    # a tiny suite with one jitted function compiled for two shapes: the profile must count exactly those
+    (tmp_path / "test_tiny.py").write_text(
+        "import jax, jax.numpy as jnp\n"
+        "def double(x):\n    return x * 2\n"
+        "def test_one():\n    f = jax.jit(double)\n    f(jnp.ones(3)); f(jnp.ones(4)); f(jnp.ones(3))\n")
+    out = tmp_path / "profile.json"
+    subprocess.run([sys.executable, "-m", "bench.compile_profile", "--out", str(out), "--",
+                    str(tmp_path / "test_tiny.py"), "-p", "no:xdist", "-o", "addopts="], check=True, capture_output=True)
+    res = json.loads(out.read_text())
+    assert res["pytest_exit_code"] == 0
+    assert res["functions"]["jit(double)"]["compile_count"] == 2            # two shapes, the third call reused
+    test = next(k for k in res["tests"] if k.endswith("test_tiny.py::test_one"))
+    assert res["tests"][test]["compile"] > 0
+    assert res["total"]["compile_count"] >= 2 and res["total"]["compile"] >= res["functions"]["jit(double)"]["compile"]

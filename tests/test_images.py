@@ -6,7 +6,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.xdist_group("images")     # one worker runs the module fixture once
+# The whole module runs in one worker (--dist loadfile): the module fixture runs once.
 
 from toy.__main__ import main as cli
 from toy.figures import main as figures

@@ -22,7 +22,7 @@ from toy.mixtures import get_preset
 from toy.nets import LearnedDenoiser, MLPConfig, init_model
 from toy.train import TrainConfig, checkpoint_path, chunk_ends, init_state, optimizer, train, training_masks
 
-pytestmark = pytest.mark.xdist_group("train")     # the module's reference run is made once
+# The whole module runs in one worker (--dist loadfile): its reference run is made once.
 
 TINY = TrainConfig(preset="gmm1d", width=16, num_blocks=2, steps=600, batch=128, warmup=20, chunk=100, snapshot=200)
 ROOT = Path(__file__).resolve().parents[1]
