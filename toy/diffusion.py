@@ -108,11 +108,12 @@ class SampleResult(NamedTuple):
     sigmas: np.ndarray                   # [T + 1]
 
 
-# The random numbers of a run are drawn by these two small programs, outside the sampler's: the sampler
-# programs then carry no random-number code (which took about half of their compile time). Both draws
-# are prefix-stable, so they are made at a power-of-two size and cut (`runtime.draw_size`): a handful
-# of programs serve every sample count, step count and mask count. The mask scores are integer arithmetic and a bit cast, identical at any XLA
-# optimisation level, so they skip LLVM's optimiser (1-2.5 s of compile each at the default, 0.3 s).
+# The random numbers of a run are drawn by small programs of their own, outside the sampler's: the
+# sampler programs then carry no random-number code (which took about half of their compile time).
+# The draws are prefix-stable, so they are made at a power-of-two size and cut (`runtime.draw_size`):
+# a handful of programs serve every sample count, step count and mask count. The mask scores are
+# integer arithmetic and a bit cast, identical at any XLA optimisation level, so they skip LLVM's
+# optimiser (1-2.5 s of compile each at the default level, 0.3 s at level 0).
 @functools.partial(jax.jit, static_argnames=("n", "dim"))
 def _noise_draw(key, *, n: int, dim: int):
     return jax.random.normal(key, (n, dim))                                      # [n, d]
@@ -131,7 +132,8 @@ def initial_noise(key: jax.Array, n: int, dim: int) -> np.ndarray:
     return np.asarray(_noise_draw(key, n=draw_size(n, 256), dim=int(dim)))[:n]
 
 
-@functools.partial(jax.jit, static_argnames=("num", "num_blocks"), compiler_options={"xla_backend_optimization_level": 0})
+@functools.partial(jax.jit, static_argnames=("num", "num_blocks"),
+                   compiler_options={"xla_backend_optimization_level": 0})
 def _one_scores_draw(key, *, num: int, num_blocks: int):
     return mask_scores(key, num, num_blocks)                                     # [N, K]
 
