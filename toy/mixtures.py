@@ -209,7 +209,7 @@ class GaussianMixture:
         self._check_dim(x)
         return _denoise(x, s2, *self._params(x.dtype))
 
-    def sample(self, key, n: int, sigma=0.0) -> jax.Array:
+    def sample(self, key, n: int, sigma=0.0) -> jax.Array | np.ndarray:
         """n exact samples of p(x; σ), [n, d] (a NumPy array when σ = 0 and the key is concrete)."""
         cdf = jnp.asarray(np.cumsum(self.weights) / np.sum(self.weights), jnp.float32)                   # [K]
         chol = jnp.asarray(self._U * np.sqrt(self._lam)[:, None, :], jnp.float32)                       # [K, d, d]
