@@ -18,6 +18,19 @@ _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"s2-toy-xla-{_RUN}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
+# Longest modules first. With `--dist loadfile --no-loadscope-reorder` xdist hands out whole modules in
+# collection order, a worker taking the next one as it finishes; a long module handed out last ran
+# alone on one worker for a minute or more. The seconds (runs of the suite on 2 cores) only set the
+# order; a module not listed runs after these, and the order of tests inside a module is kept.
+MODULE_SECONDS = {"test_notebooks.py": 196, "test_app.py": 172, "test_figures.py": 160, "test_train.py": 120,
+                  "test_dit.py": 105, "test_prefix.py": 100, "test_images.py": 63, "test_bench.py": 58,
+                  "test_guidance.py": 50, "test_diffusion.py": 50, "test_browser.py": 47, "test_cli.py": 35,
+                  "test_features.py": 30}
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0))
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):

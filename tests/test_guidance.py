@@ -34,9 +34,10 @@ def test_formula_invariants():
     np.testing.assert_allclose(G.s2_naive(du, dc, subs, 2.0, 0.5), by_hand, atol=1e-5)
 
 
-def test_sample_mask_counts_exclusion_and_uniformity():
+def test_masks_count_exclusion_and_uniformity():
+    # the masks S² draws: uniform scores per mask, the k_drop lowest non-excluded blocks dropped
     K, k_drop = 8, 2
-    masks = jax.vmap(lambda k: G.sample_mask(k, K, (0,), k_drop))(jax.random.split(jax.random.key(0), 4000))
+    masks = jax.vmap(lambda sc: G.mask_from_scores(sc, (0,), k_drop))(G.mask_scores(jax.random.key(0), 4000, K))
     masks = np.asarray(masks)
     assert np.all((K - masks.sum(1)) == k_drop)
     assert np.all(masks[:, 0] == 1)

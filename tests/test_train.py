@@ -122,11 +122,11 @@ def test_block_drop_masks_keep_excluded_blocks():
 
 
 def test_block_drop_training(tmp_path):
-    base = replace(TINY, steps=100, snapshot=0, num_blocks=4)
+    base = replace(TINY, steps=150, snapshot=0)      # the run of the chunk test above: its program is reused
     # With every block excluded, the masked path (all-ones masks) trains bit-identically to block_drop = 0:
     # turning the feature on changes nothing until a block is actually dropped.
     plain = train(base, folder=tmp_path / "p", progress=False)
-    masked = train(replace(base, block_drop=0.5, block_drop_exclude=(0, 1, 2, 3)), folder=tmp_path / "m",
+    masked = train(replace(base, block_drop=0.5, block_drop_exclude=(0, 1)), folder=tmp_path / "m",
                    progress=False)
     assert_same(plain.model, masked.model)
     # block_drop = 1 drops every droppable block at every step: they get no gradient and keep their
@@ -137,7 +137,7 @@ def test_block_drop_training(tmp_path):
     state_path = checkpoint_path(always, get_preset("gmm1d"), tmp_path / "a").with_suffix(".state.npz")
     state, header = checkpoint.load(state_path, {"state": init_state(nnx.state(init, nnx.Param), optimizer(always))})
     params = state["state"].params
-    for k in range(4):
+    for k in range(2):
         same = all(np.array_equal(x, y) for x, y in zip(leaves(params["blocks"][k]),
                                                          leaves(nnx.state(init, nnx.Param)["blocks"][k])))
         assert same == (k != 0), k

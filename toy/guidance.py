@@ -106,11 +106,6 @@ def num_dropped(num_blocks: int, exclude: tuple[int, ...], drop_ratio: float, nu
     return max(1, min(n_ok, int(round(drop_ratio * n_ok))))
 
 
-def sample_mask(key: jax.Array, num_blocks: int, exclude: tuple[int, ...], k_drop) -> jax.Array:
-    """A block mask [K] with exactly k_drop zeros, uniformly among the non-excluded blocks."""
-    return mask_from_scores(jax.random.uniform(key, (num_blocks,)), exclude, k_drop)
-
-
 def mask_scores(key: jax.Array, num: int, num_blocks: int) -> jax.Array:
     """The random scores [num, K] of `num` masks drawn from one key (`mask_from_scores` turns each into
     a mask); drawing them apart from the sampler keeps random-number code out of its program."""
@@ -212,9 +207,10 @@ class GuidanceConfig:
 
     def static(self) -> "GuidanceConfig":
         """The parts that change the compiled program. λ, ω, the interval, the number of dropped
-        blocks and the fixed mask are runtime inputs (`dynamic`), so moving them never recompiles."""
-        return replace(self, scale=0.0, s2_scale=0.0, interval=(0.0, 0.0), drop_ratio=0.1, num_drop=None,
-                       fixed_blocks=())
+        blocks and the fixed mask are runtime inputs (`dynamic`), so moving them never recompiles;
+        neither do the fields the method does not read (CFG with any N is one program)."""
+        return replace(self.canonical(), scale=0.0, s2_scale=0.0, interval=(0.0, 0.0), drop_ratio=0.1,
+                       num_drop=None, fixed_blocks=())
 
     def dynamic(self, num_blocks: int = 0) -> jax.Array:
         """[λ, ω, interval start, interval end, blocks dropped per mask, fixed mask (K values)]."""

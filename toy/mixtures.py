@@ -216,8 +216,15 @@ class GaussianMixture:
         means = jnp.asarray(self.means, jnp.float32)                                                       # [K, d]
         if isinstance(key, jax.core.Tracer) or isinstance(sigma, jax.core.Tracer) or np.any(np.asarray(sigma) != 0):
             return _sample(key, cdf, means, chol, jnp.asarray(sigma, jnp.float32), n=int(n))
-        # At σ = 0 the draw is prefix-stable in n (see runtime.draw_size): one program per size bucket.
-        x = _sample(key, cdf, means, chol, jnp.float32(0.0), n=draw_size(n, 256))                         # [N, d]
+        # At σ = 0 the draw is prefix-stable in n (see runtime.draw_size), and padding the components
+        # changes nothing drawn (no uniform u < 1 lands past the last real cdf entry, which is 1): one
+        # program serves every n up to 8,192 (the 5,000-sample references among them) and every mixture
+        # of the same dimension and component bucket.
+        K, K_b = len(self.weights), draw_size(len(self.weights), 4)
+        cdf = jnp.concatenate([cdf, jnp.ones(K_b - K, jnp.float32)])                                       # [K_b]
+        means = jnp.concatenate([means, jnp.zeros((K_b - K, self.dim), jnp.float32)])                      # [K_b, d]
+        chol = jnp.concatenate([chol, jnp.zeros((K_b - K, self.dim, self.dim), jnp.float32)])              # [K_b, d, d]
+        x = _sample(key, cdf, means, chol, jnp.float32(0.0), n=draw_size(n, 8192))                        # [N, d]
         return np.asarray(x)[:int(n)]                                                                      # [n, d]
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
