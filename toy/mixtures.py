@@ -211,19 +211,19 @@ class GaussianMixture:
 
     def sample(self, key, n: int, sigma=0.0) -> jax.Array | np.ndarray:
         """n exact samples of p(x; σ), [n, d] (a NumPy array when σ = 0 and the key is concrete)."""
-        cdf = jnp.asarray(np.cumsum(self.weights) / np.sum(self.weights), jnp.float32)                   # [K]
-        chol = jnp.asarray(self._U * np.sqrt(self._lam)[:, None, :], jnp.float32)                       # [K, d, d]
-        means = jnp.asarray(self.means, jnp.float32)                                                       # [K, d]
+        cdf = (np.cumsum(self.weights) / np.sum(self.weights)).astype(np.float32)                        # [K]
+        chol = (self._U * np.sqrt(self._lam)[:, None, :]).astype(np.float32)                             # [K, d, d]
+        means = self.means.astype(np.float32)                                                            # [K, d]
         if isinstance(key, jax.core.Tracer) or isinstance(sigma, jax.core.Tracer) or np.any(np.asarray(sigma) != 0):
             return _sample(key, cdf, means, chol, jnp.asarray(sigma, jnp.float32), n=int(n))
         # At σ = 0 the draw is prefix-stable in n (see runtime.draw_size), and padding the components
         # changes nothing drawn (no uniform u < 1 lands past the last real cdf entry, which is 1): one
         # program serves every n up to 8,192 (the 5,000-sample references among them) and every mixture
         # of the same dimension and component bucket.
-        K, K_b = len(self.weights), draw_size(len(self.weights), 4)
-        cdf = jnp.concatenate([cdf, jnp.ones(K_b - K, jnp.float32)])                                       # [K_b]
-        means = jnp.concatenate([means, jnp.zeros((K_b - K, self.dim), jnp.float32)])                      # [K_b, d]
-        chol = jnp.concatenate([chol, jnp.zeros((K_b - K, self.dim, self.dim), jnp.float32)])              # [K_b, d, d]
+        pad = draw_size(len(cdf), 4) - len(cdf)
+        cdf = np.concatenate([cdf, np.ones(pad, np.float32)])                                             # [K_b]
+        means = np.concatenate([means, np.zeros((pad, self.dim), np.float32)])                            # [K_b, d]
+        chol = np.concatenate([chol, np.zeros((pad, self.dim, self.dim), np.float32)])                    # [K_b, d, d]
         x = _sample(key, cdf, means, chol, jnp.float32(0.0), n=draw_size(n, 8192))                        # [N, d]
         return np.asarray(x)[:int(n)]                                                                      # [n, d]
 
