@@ -40,9 +40,12 @@ def test_notebook_runs(path, cache_dir, trained, kernel):
     nb.cells.insert(0, nbformat.v4.new_code_cell(FRESH))
     client = NotebookClient(nb, timeout=600, kernel_name="python3", km=kernel.get("km"),
                             resources={"metadata": {"path": str(path.parent)}})
-    client.execute(cleanup_kc=False, env=env)
-    kernel["km"] = client.km
-    client.kc.stop_channels()
+    try:
+        client.execute(cleanup_kc=False, env=env)
+    finally:                                      # a failed notebook still leaves the kernel to shut down
+        kernel["km"] = client.km
+        if client.kc is not None:
+            client.kc.stop_channels()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
     assert any(o.get("data", {}).get("image/png") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
