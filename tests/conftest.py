@@ -22,10 +22,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 # collection order, a worker taking the next one as it finishes; a long module handed out last ran
 # alone on one worker for a minute or more. The seconds (runs of the suite on 2 cores) only set the
 # order; a module not listed runs after these, and the order of tests inside a module is kept.
-MODULE_SECONDS = {"test_notebooks.py": 196, "test_app.py": 172, "test_figures.py": 160, "test_train.py": 120,
-                  "test_dit.py": 105, "test_prefix.py": 100, "test_images.py": 63, "test_bench.py": 58,
-                  "test_guidance.py": 50, "test_diffusion.py": 50, "test_browser.py": 47, "test_cli.py": 35,
-                  "test_features.py": 30}
+MODULE_SECONDS = {"test_figures.py": 178, "test_app.py": 161, "test_notebooks.py": 157, "test_train.py": 118,
+                  "test_dit.py": 104, "test_prefix.py": 82, "test_bench.py": 50, "test_guidance.py": 49,
+                  "test_diffusion.py": 42, "test_browser.py": 40, "test_images.py": 38, "test_features.py": 16,
+                  "test_mixtures.py": 13, "test_cli.py": 12, "test_nets.py": 11, "test_fuzz.py": 11}
 
 
 def pytest_collection_modifyitems(items):

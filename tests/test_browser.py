@@ -55,7 +55,8 @@ def test_url_settings_and_the_step_slider_in_a_browser(server, tmp_path):
         # TOY_SCREENSHOT=PATH also saves the README's screenshot: a viewport tall enough for every view
         page = browser.new_page(viewport={"width": 1400, "height": 2000 if os.environ.get("TOY_SCREENSHOT") else 1000})
         # a shared link: its settings must reach the widgets
-        page.goto(server + "/?lam=4.5&methods=cfg,s2&steps=12&samples=500")
+        # (methods, samples and step bucket of the AppTest URL test: the server loads its compiled samplers)
+        page.goto(server + "/?lam=4.5&methods=cfg,s2&steps=12&samples=200")
         page.locator('[data-testid="stImage"] img').nth(2).wait_for(state="visible", timeout=240_000)
         settled(page)
         lam = page.get_by_role("group", name="Guidance scale λ").locator('input[type="range"]')

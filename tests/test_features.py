@@ -34,25 +34,26 @@ def test_precision_recall_and_separation():
 
 def test_clip_features_from_a_local_folder(tmp_path):
     import transformers  # in the test extras: this test must run, not skip
+    import jax
     import jax.numpy as jnp
     cfg = transformers.CLIPConfig(
         text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
         vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                            image_size=16, patch_size=8), projection_dim=8)
-    model = transformers.FlaxCLIPModel(cfg, seed=0)                 # random init: no download
-    model.save_pretrained(tmp_path / "clip")
+    model = transformers.FlaxCLIPModel(cfg, _do_init=False)         # random init (jitted): no download
+    params = jax.jit(model.init_weights, static_argnums=1)(jax.random.key(0), model.input_shape)
+    model.save_pretrained(tmp_path / "clip", params=params)
     net = F.clip_feature_net(str(tmp_path / "clip"), (8, 8, 1))
     x = np.random.default_rng(0).uniform(-1, 1, (5, 64)).astype(np.float32)
     f = net.features(x)
     assert f.shape == (5, 8) and np.all(np.isfinite(f))
     # exactly CLIP's own preprocessing and image tower, batch by batch
     img = np.repeat(x.reshape(5, 8, 8, 1), 3, -1)
-    import jax
     img = jax.image.resize(jnp.asarray(img), (5, 16, 16, 3), "bilinear")
     img = ((img + 1) / 2 - F.CLIP_MEAN) / F.CLIP_STD
-    ref = model.get_image_features(pixel_values=img.transpose(0, 3, 1, 2))
+    ref = jax.jit(lambda p, px: model.get_image_features(pixel_values=px, params=p))(params, img.transpose(0, 3, 1, 2))
     np.testing.assert_allclose(f, ref, atol=1e-5)
-    np.testing.assert_allclose(F.ClipFeatures(net.model, (8, 8, 1), batch=2).features(x), f, atol=1e-5)
+    np.testing.assert_allclose(F.ClipFeatures(net.model, net.params, (8, 8, 1), batch=2).features(x), f, atol=1e-5)
     # a folder without Flax weights is refused before anything is loaded (no pickled PyTorch files)
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "config.json").write_text("{}")

@@ -88,30 +88,36 @@ def test_stop_and_resume_is_bit_identical(reference, tmp_path):
 
 
 def test_exactly_steps_updates_whatever_the_chunk(reference, tmp_path):
-    # 150 steps in chunks of 100 (100 + 50) and of 50 (3 × 50): the same 150 updates, the same weights
-    base = replace(TINY, steps=150, snapshot=0)
-    a = train(replace(base, chunk=100), folder=tmp_path / "a", progress=False)
-    b = train(replace(base, chunk=50), folder=tmp_path / "b", progress=False)
-    assert len(a.losses) == len(b.losses) == 150
-    assert_same(a.model, b.model)
-    np.testing.assert_array_equal(a.losses, b.losses)
+    # 150 steps in chunks of 100 (100 + 50) and of 50 (3 × 50): the same 150 updates, the same state.
+    # (`until` stops both at 150; the chunk-100 run is the reference's config, so its program is reused.)
+    def state_at_150(cfg, folder):
+        assert train(cfg, folder=folder, until=150, progress=False) is None
+        path = checkpoint_path(cfg, get_preset("gmm1d"), folder).with_suffix(".state.npz")
+        loaded, header = checkpoint.load(path, {"state": init_state(reference.model.params, optimizer(cfg))})
+        return loaded["state"], np.asarray(header["meta"]["losses"])
+    (a, la), (b, lb) = state_at_150(TINY, tmp_path / "a"), state_at_150(replace(TINY, chunk=50), tmp_path / "b")
+    assert int(a.step) == int(b.step) == 150 and len(la) == len(lb) == 150
+    for x, y in zip(leaves(a), leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(la, reference.losses[:150])        # and the uninterrupted run's first 150
     assert chunk_ends(0, 150, 100, 0) == [100, 150] and chunk_ends(20, 250, 100, 130) == [100, 130, 200, 250]
     # the snapshot need not sit on a chunk boundary: the chunks are cut there
-    c = train(replace(base, chunk=100, snapshot=30), folder=tmp_path / "c", progress=False)
-    d = train(replace(base, chunk=100, snapshot=30), folder=tmp_path / "d", until=30, progress=False)
+    base = replace(TINY, snapshot=30)
+    c = train(base, folder=tmp_path / "c", progress=False)
+    d = train(base, folder=tmp_path / "d", until=30, progress=False)
     assert d is None
-    state = checkpoint.load(checkpoint_path(replace(base, snapshot=30), get_preset("gmm1d"), tmp_path / "d")
-                            .with_suffix(".state.npz"), {"state": init_state(c.model.params, optimizer(base))})[0]
+    state = checkpoint.load(checkpoint_path(base, get_preset("gmm1d"), tmp_path / "d").with_suffix(".state.npz"),
+                            {"state": init_state(c.model.params, optimizer(base))})[0]
     assert int(state["state"].step) == 30                          # `until` stops exactly there…
     for x, y in zip(leaves(state["state"].ema), leaves(c.snapshot.params), strict=True):
         np.testing.assert_array_equal(x, y)                        # …and the snapshot is the EMA at step 30
 
 
 def test_until_returns_none_before_the_end_and_a_result_after(tmp_path):
-    cfg = replace(TINY, steps=150, snapshot=0)
-    assert train(cfg, folder=tmp_path, until=120, progress=False) is None
-    res = train(cfg, folder=tmp_path, until=150, progress=False)
-    assert res is not None and res.resumed_from == 120 and len(res.losses) == 150
+    assert train(TINY, folder=tmp_path, until=120, progress=False) is None
+    res = train(TINY, folder=tmp_path, until=TINY.steps, progress=False)
+    assert res is not None and res.resumed_from == 120 and len(res.losses) == TINY.steps
 
 
 def test_block_drop_masks_keep_excluded_blocks():
@@ -121,11 +127,11 @@ def test_block_drop_masks_keep_excluded_blocks():
     assert np.all(np.asarray(training_masks(jax.random.key(1), 50, 6, (0,), 0.0)) == 1)
 
 
-def test_block_drop_training(tmp_path):
-    base = replace(TINY, steps=150, snapshot=0)      # the run of the chunk test above: its program is reused
+def test_block_drop_training(reference, tmp_path):
+    base = TINY
     # With every block excluded, the masked path (all-ones masks) trains bit-identically to block_drop = 0:
     # turning the feature on changes nothing until a block is actually dropped.
-    plain = train(base, folder=tmp_path / "p", progress=False)
+    plain = reference
     masked = train(replace(base, block_drop=0.5, block_drop_exclude=(0, 1)), folder=tmp_path / "m",
                    progress=False)
     assert_same(plain.model, masked.model)

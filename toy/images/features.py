@@ -100,22 +100,35 @@ CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 class ClipFeatures:
     """CLIP image embeddings of flat images in [−1, 1] (resized, 3 channels, CLIP-normalised)."""
 
-    model: object                 # transformers.FlaxCLIPModel
+    model: object                 # transformers.FlaxCLIPModel (loaded without weights of its own)
+    params: object                # its weights
     image_shape: tuple[int, int, int]
     name: str = "CLIP image embeddings"
     batch: int = 64
 
     def features(self, x) -> np.ndarray:
-        H, W, C = self.image_shape
-        size = self.model.config.vision_config.image_size
+        x = np.asarray(x, np.float32)
+        b = self.batch
         out = []
-        for i in range(0, len(x), self.batch):
-            img = jnp.asarray(x[i:i + self.batch], jnp.float32).reshape(-1, H, W, C)
-            img = jnp.repeat(img, 3, axis=-1) if C == 1 else img                      # [b, H, W, 3]
-            img = jax.image.resize(img, (img.shape[0], size, size, 3), "bilinear")     # [b, S, S, 3]
-            img = ((img + 1) / 2 - CLIP_MEAN) / CLIP_STD
-            out.append(np.asarray(self.model.get_image_features(pixel_values=img.transpose(0, 3, 1, 2))))
+        for i in range(0, len(x), b):
+            chunk = x[i:i + b]                                                        # [≤ b, H·W·C]
+            # the last batch is padded to b rows: one compiled program serves every batch
+            padded = np.concatenate([chunk, np.zeros((b - len(chunk), x.shape[1]), np.float32)])
+            out.append(np.asarray(_clip_embed(self.params, padded, model=self.model,
+                                              image_shape=tuple(self.image_shape)))[:len(chunk)])
         return np.concatenate(out)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "image_shape"))
+def _clip_embed(params, x, *, model, image_shape):
+    """CLIP's preprocessing and image tower on one batch of flat images [b, H·W·C] in [−1, 1]."""
+    H, W, C = image_shape
+    size = model.config.vision_config.image_size
+    img = x.reshape(-1, H, W, C)
+    img = jnp.repeat(img, 3, axis=-1) if C == 1 else img                              # [b, H, W, 3]
+    img = jax.image.resize(img, (img.shape[0], size, size, 3), "bilinear")             # [b, S, S, 3]
+    img = ((img + 1) / 2 - CLIP_MEAN) / CLIP_STD
+    return model.get_image_features(pixel_values=img.transpose(0, 3, 1, 2), params=params)   # [b, E]
 
 
 def check_clip_folder(weights_dir: str) -> None:
@@ -148,11 +161,12 @@ def clip_feature_net(weights_dir: str, image_shape: tuple[int, int, int]) -> Cli
     except ImportError:
         raise ToyError("CLIP features need transformers with Flax support: uv pip install -e '.[clip]'") from None
     try:
-        model = FlaxCLIPModel.from_pretrained(str(folder), local_files_only=True)
+        # the weights are read, not initialised at random first (which compiles every layer's initialiser)
+        model, params = FlaxCLIPModel.from_pretrained(str(folder), local_files_only=True, _do_init=False)
     except Exception as e:        # transformers raises many types for a bad folder; one line for the user
         raise ToyError(f"--clip {weights_dir}: the Flax CLIP weights could not be loaded ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'})") from None
-    return ClipFeatures(model, tuple(image_shape), name=f"CLIP image embeddings ({folder.name})")
+    return ClipFeatures(model, params, tuple(image_shape), name=f"CLIP image embeddings ({folder.name})")
 
 
 # -- metrics --------------------------------------------------------------------------------------
