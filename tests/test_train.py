@@ -128,18 +128,17 @@ def test_block_drop_masks_keep_excluded_blocks():
 
 
 def test_block_drop_training(reference, tmp_path):
-    base = TINY
     # With every block excluded, the masked path (all-ones masks) trains bit-identically to block_drop = 0:
     # turning the feature on changes nothing until a block is actually dropped.
-    plain = reference
-    masked = train(replace(base, block_drop=0.5, block_drop_exclude=(0, 1)), folder=tmp_path / "m",
+    # (the reference run is the plain one: block_drop = 0)
+    masked = train(replace(TINY, block_drop=0.5, block_drop_exclude=(0, 1)), folder=tmp_path / "m",
                    progress=False)
-    assert_same(plain.model, masked.model)
+    assert_same(reference.model, masked.model)
     # block_drop = 1 drops every droppable block at every step: they get no gradient and keep their
     # initial weights, while the excluded block 0 is trained.
-    always = replace(base, block_drop=1.0, block_drop_exclude=(0,))
+    always = replace(TINY, block_drop=1.0, block_drop_exclude=(0,))
     assert train(always, folder=tmp_path / "a", until=99, progress=False) is None
-    init = init_model(plain.model.cfg, base.seed)
+    init = init_model(reference.model.cfg, TINY.seed)
     state_path = checkpoint_path(always, get_preset("gmm1d"), tmp_path / "a").with_suffix(".state.npz")
     state, header = checkpoint.load(state_path, {"state": init_state(nnx.state(init, nnx.Param), optimizer(always))})
     params = state["state"].params
