@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import wasserstein_distance
 
-from toy.diffusion import SamplerConfig, draw_size, edm_sigmas, initial_noise, sample, step_scores
+from toy.diffusion import SamplerConfig, draw_mask_scores, draw_size, edm_sigmas, initial_noise, sample
 from toy.errors import NonFiniteError, ToyError
 from toy.guidance import GuidanceConfig, mask_scores
 from toy.mixtures import get_preset
@@ -29,8 +29,9 @@ def test_random_draws_are_the_first_rows_of_a_larger_draw(n, steps, num):
     assert draw_size(n, 1) >= n and draw_size(n, 1) < 2 * n + 1
     np.testing.assert_array_equal(initial_noise(key, n, 2), np.asarray(jax.random.normal(key, (n, 2))))
     direct = np.stack([np.asarray(mask_scores(jax.random.fold_in(key, i), num, 8)) for i in range(steps)])
-    np.testing.assert_array_equal(step_scores(key, steps, num, 8), direct)
-    assert step_scores(key, steps, 0, 8).shape == (steps, 0, 8)
+    np.testing.assert_array_equal(draw_mask_scores(key, num, 8, steps), direct)
+    assert draw_mask_scores(key, 0, 8, steps).shape == (steps, 0, 8)
+    np.testing.assert_array_equal(draw_mask_scores(key, num, 8), np.asarray(mask_scores(key, num, 8)))   # one draw
 
 
 def test_schedule():

@@ -138,19 +138,16 @@ def _one_scores_draw(key, *, num: int, num_blocks: int):
     return mask_scores(key, num, num_blocks)                                     # [N, K]
 
 
-def step_scores(key: jax.Array, steps: int, num: int, num_blocks: int) -> np.ndarray:
-    """The mask scores [T, N, K] of every step (`mask_scores` of the step's key folded from `key`)."""
+def draw_mask_scores(key: jax.Array, num: int, num_blocks: int, steps: int | None = None) -> np.ndarray:
+    """`mask_scores(key, num, num_blocks)` [N, K] from a small shared program; with `steps`, the
+    scores [T, N, K] of every step, step i's drawn from `fold_in(key, i)`."""
+    shape = (num, num_blocks) if steps is None else (steps, num, num_blocks)
     if num == 0 or num_blocks == 0:
-        return np.zeros((steps, num, num_blocks), np.float32)
-    full = _scores_draw(key, steps=draw_size(steps, 32), num=draw_size(num, 4), num_blocks=int(num_blocks))
-    return np.asarray(full)[:steps, :num]
-
-
-def draw_mask_scores(key: jax.Array, num: int, num_blocks: int) -> np.ndarray:
-    """`mask_scores(key, num, num_blocks)` [N, K], from a small shared program."""
-    if num == 0 or num_blocks == 0:
-        return np.zeros((num, num_blocks), np.float32)
-    return np.asarray(_one_scores_draw(key, num=draw_size(num, 4), num_blocks=int(num_blocks)))[:num]
+        return np.zeros(shape, np.float32)
+    N, K = draw_size(num, 4), int(num_blocks)
+    if steps is None:
+        return np.asarray(_one_scores_draw(key, num=N, num_blocks=K))[:num]
+    return np.asarray(_scores_draw(key, steps=draw_size(steps, 32), num=N, num_blocks=K))[:steps, :num]
 
 
 @functools.partial(jax.jit, static_argnames=("gcfg", "scfg", "n", "dim", "return_trajectory"))
@@ -240,7 +237,7 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
     sig_b = np.zeros(T_b + 1, np.float32)
     sig_b[:T + 1] = sigmas                                                       # [T_b + 1], zeros past the end
     noise = initial_noise(k_init, int(n), int(dim))                              # [n, d]
-    scores = step_scores(k_mask, T_b, masks_drawn(gcfg), main.num_blocks)       # [T_b, N, K]
+    scores = draw_mask_scores(k_mask, masks_drawn(gcfg), main.num_blocks, T_b)  # [T_b, N, K]
     # Everything of scfg but the bucket, the solver and churn's on/off and window is a runtime input.
     static = replace(scfg, steps=T_b, sigma_min=0.0, sigma_max=0.0, rho=0.0, churn=float(scfg.churn > 0))
     if scfg.churn == 0:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toy import evaluation as E
-from toy.diffusion import SamplerConfig, draw_mask_scores, edm_sigmas, sample, step_scores
+from toy.diffusion import SamplerConfig, draw_mask_scores, edm_sigmas, sample
 from toy.errors import ToyError, check_finite, check_int
 from toy.guidance import GuidanceConfig, mask_from_scores, num_dropped
 from toy.mixtures import get_preset
@@ -140,7 +140,7 @@ def decompose_states(main, exact: ExactDenoiser, traj: np.ndarray, sigmas: np.nd
     K = main.num_blocks
     k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop) if K else 0
     T = len(sigmas) - 1
-    scores = step_scores(key, T, masks if K else 1, K)                           # [T, M, K]: step i's key is fold_in(key, i)
+    scores = draw_mask_scores(key, masks if K else 1, K, T)                      # [T, M, K]: step i's key is fold_in(key, i)
     du, dc, subs, true = (np.asarray(a) for a in _signal_steps(
         main, exact, jnp.asarray(traj[:T]), jnp.asarray(sigmas[:T], jnp.float32), label, scores, jnp.float32(k_drop),
         exclude=tuple(gcfg.exclude) if K else ()))                               # [T, n, d] ×2, [T, M, n, d], [T, n, d]
