@@ -59,9 +59,8 @@ def decompose_steps(s: np.ndarray, g: np.ndarray, h: np.ndarray, e: np.ndarray |
     dot = lambda a, b: np.sum(a * b, axis=tuple(range(1, a.ndim)))                    # [T]
     gg, hh, gh = dot(g, g) * M, dot(h, h) * M, dot(g, h) * M
     sg, sh, ss = dot(s, g[:, None]), dot(s, h[:, None]), dot(s, s)
-    det = gg * hh - gh**2
     with np.errstate(divide="ignore", invalid="ignore"):
-        # 2 × 2 normal equations per σ; where g ∥ h (det ≈ 0) fall back to the minimum-norm solution
+        # 2 × 2 normal equations per σ; where g ∥ h (a singular system) fall back to the minimum-norm solution
         alpha, beta = np.empty(len(gg)), np.empty(len(gg))
         for t in range(len(gg)):
             alpha[t], beta[t] = np.linalg.lstsq(np.array([[gg[t], gh[t]], [gh[t], hh[t]]]), np.array([sg[t], sh[t]]),

@@ -95,7 +95,7 @@ def guided_passes_plain(model, x: jax.Array, sigma, null: jax.Array, label: jax.
                         masks: jax.Array, active=None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The same three predictions by plain recomputation: every block computed for every row of the
     N sub-passes and multiplied by its mask entry. The reference for the tests and bench."""
-    n, N, K = x.shape[0], masks.shape[0], masks.shape[1]
+    n, N = x.shape[0], masks.shape[0]
     d = model(jnp.concatenate([x, x]), sigma, jnp.concatenate([null, label]))      # [2n, …]
     d_cond = d[n:]
 

@@ -6,7 +6,6 @@ trained; errors are one line naming the argument (the top-level command line pri
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
