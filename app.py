@@ -29,7 +29,7 @@ from PIL import Image
 from toy import evaluation as E
 from toy import plotting as P
 from toy.compare import MODELS, WEAK_MODELS
-from toy.diffusion import SamplerConfig
+from toy.diffusion import SamplerConfig, initial_noise
 from toy.errors import ToyError
 from toy.guidance import EXACT_METHODS, METHODS, REGISTRY, GuidanceConfig, label
 from toy.mechanism import decompose_states, guidance_terms
@@ -237,14 +237,16 @@ def controls():
 
 
 def reference(mkey, mixture, label_, seed, n):
-    """Exact samples to show, the reference to score against, and the scores of the first: they
-    depend on neither λ nor ω, so a slider move reuses them (toy.evaluation: the same numbers as
-    `compare` and the figures for the same seed and settings)."""
+    """Exact samples to show, the reference to score against, the scores of the first, and standard
+    normal noise of their shape: they depend on neither λ nor ω, so a slider move reuses them
+    (toy.evaluation: the same numbers as `compare` and the figures for the same seed and settings).
+    The exact samples plus σ·noise are exact samples of p_σ(x | c) for the step view, drawn by the
+    programs the samplers already use."""
     def make():
         target = mixture.cond(label_)
         ref = E.make_reference(target, seed, n)
         truth = E.truth_samples(target, seed, n)
-        return truth, ref, E.score(truth, ref)
+        return truth, ref, E.score(truth, ref), initial_noise(jax.random.key(seed), n, mixture.dim)
     return _cached(_store()["refs"], (mkey, label_, seed, n), make, limit=32)
 
 
@@ -490,7 +492,7 @@ def main():
     scfg = SamplerConfig(steps=c["steps"])
     n, seed = c["samples"], c["seed"]
     try:
-        truth, ref, truth_metrics = reference(mkey, mixture, label_, seed, n)
+        truth, ref, truth_metrics, noise = reference(mkey, mixture, label_, seed, n)
     except ToyError as e:
         st.error(f"error: {e}")
         return
@@ -560,7 +562,7 @@ def main():
 
         def draw_step(t_):
             w = window_for(mkey, mixture, label_, float(sigmas[t_]))
-            panels = [("exact p_σ(x | c)", np.asarray(mixture.cond(label_).sample(jax.random.key(seed), n, sigmas[t_])))]
+            panels = [("exact p_σ(x | c)", truth + np.float32(sigmas[t_]) * noise)]                # [n, d]
             panels += [(label(m), r["trajectory"][t_]) for m, r in results.items()]
             img = canvas(("step", mixture.dim, len(panels)), lambda: StepCanvas(w, len(panels))).render(panels, w)
             step_slot.image(to_png(img), caption=f"Step {t_} of {T}: σ = {sigmas[t_]:.3g}. Each method's states "

@@ -60,3 +60,31 @@ def test_compare_and_figures_measure_the_same(trained):
     _, met, _ = Lab(st).run("gmm1d", GuidanceConfig(method="cfg", scale=3.0), 0)
     for k in M.METRICS:
         assert res["methods"]["cfg"][k]["mean"] == pytest.approx(met[k], rel=1e-12), k
+
+
+def test_runs_reuse_exactly_what_a_new_run_gives_and_nothing_else():
+    """`Runs` (the figures' memo): a repeated run is the stored one and equals a fresh computation; a
+    setting the method reads makes another run, one it does not read does not; asking for trajectories
+    of a run made without them makes it again, with the same samples."""
+    from toy.nets import ExactDenoiser
+    mix = get_preset("gmm1d")
+    exact, target, scfg = ExactDenoiser(mix), mix.cond(0), SamplerConfig(steps=8)
+    runs = E.Runs()
+    ref = runs.reference(target, 1, 300)
+    assert runs.reference(target, 1, 300) is ref and runs.reference(target, 2, 300) is not ref
+    g = GuidanceConfig(method="cfg", scale=3.0)
+    x, met, res = runs.sample_and_score(exact, g, scfg, ref, 0, 300)
+    assert res.trajectory is None and len(runs) == 1
+    x2, met2, _ = runs.sample_and_score(exact, dataclasses.replace(g, s2_scale=1.7, num_masks=9), scfg, ref, 0, 300)
+    assert x2 is x and met2 == met and len(runs) == 1                  # CFG reads neither ω nor N
+    fresh_x, fresh_met, _ = E.sample_and_score(exact, g, scfg, E.make_reference(target, 1, 300), 0, 300)
+    np.testing.assert_array_equal(x, fresh_x)
+    assert fresh_met == met
+    x3, _, _ = runs.sample_and_score(exact, dataclasses.replace(g, scale=2.0), scfg, ref, 0, 300)
+    assert len(runs) == 2 and not np.array_equal(x3, x)                # λ is read: another run
+    runs.sample_and_score(ExactDenoiser(mix), g, scfg, ref, 0, 300)    # another denoiser object: another run
+    assert len(runs) == 3
+    xt, _, rt = runs.sample_and_score(exact, g, scfg, ref, 0, 300, return_trajectory=True)
+    assert rt.trajectory.shape == (9, 300, 1) and len(runs) == 3
+    np.testing.assert_array_equal(xt, x)
+    assert runs.sample_and_score(exact, g, scfg, ref, 0, 300)[2] is rt  # the run with trajectories serves both

@@ -72,12 +72,18 @@ class CompareConfig:
 
 
 def run_compare(cfg: CompareConfig, *, folder: str | Path | None = None,
-                progress: bool | Callable[[float, str], None] = True) -> dict:
+                progress: bool | Callable[[float, str], None] = True, models: dict | None = None,
+                runs: E.Runs | None = None) -> dict:
+    """Every method of `cfg` against the truth over its seeds. `models`: the preset's model set when the
+    caller holds it already (else trained or loaded here); `runs`: an `E.Runs` shared with other
+    panels, whose runs are then reused (the figures)."""
     cfg = cfg.validate()
     mixture = get_preset(cfg.preset)
     target = mixture.cond(cfg.label)
-    models = train_models(cfg.preset, quick=cfg.quick, seed=cfg.train_seed, folder=folder, progress=progress,
-                          roles=tuple(dict.fromkeys((cfg.model, cfg.weak))))
+    runs = runs if runs is not None else E.Runs()
+    if models is None:
+        models = train_models(cfg.preset, quick=cfg.quick, seed=cfg.train_seed, folder=folder, progress=progress,
+                              roles=tuple(dict.fromkeys((cfg.model, cfg.weak))))
     exact = ExactDenoiser(mixture, ideal_blur=cfg.ideal_blur)
     rows = [(m, models[cfg.model], models[cfg.weak], m) for m in cfg.methods]
     if cfg.exact:
@@ -90,14 +96,14 @@ def run_compare(cfg: CompareConfig, *, folder: str | Path | None = None,
         from tqdm.auto import tqdm
         bar = tqdm(total=len(cfg.seeds) * (len(rows) + 1), desc=f"compare {cfg.preset}", leave=False)
     for seed in cfg.seeds:
-        ref = E.make_reference(target, seed, n)
+        ref = runs.reference(target, seed, n)
         for k, v in E.score(E.truth_samples(target, seed, n), ref).items():
             per_row["truth"][k].append(v)
         for name, main, weak, method in rows:
             if name not in errors:
                 try:
-                    _, scores, _ = E.sample_and_score(main, replace(cfg.guidance, method=method), cfg.sampler, ref,
-                                                      cfg.label, n, weak=weak)
+                    _, scores, _ = runs.sample_and_score(main, replace(cfg.guidance, method=method), cfg.sampler,
+                                                         ref, cfg.label, n, weak=weak)
                 except NonFiniteError as e:
                     errors[name] = str(e)
                 else:

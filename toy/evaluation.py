@@ -9,7 +9,9 @@ settings give the same numbers everywhere:
   and everything a score needs from it (component assignment, log-densities, sorted projections,
   the MMD's reference-side kernel sums) is computed once in `Reference`;
 - `score` returns every metric of `toy.metrics.METRICS` with one fixed set of metric settings;
-- `summarize` reduces a metric over seeds to {"mean", "std"} with one convention (ddof = 1).
+- `summarize` reduces a metric over seeds to {"mean", "std"} with one convention (ddof = 1);
+- `Runs` remembers references and runs, so that the panels of the figures that share a run (the same
+  denoiser, method settings, sampler, class, sample count and seed) draw and score it once.
 """
 
 from __future__ import annotations
@@ -120,3 +122,39 @@ def sample_and_score(main, gcfg, scfg, ref: Reference, label: int, n: int, *, we
                  return_trajectory=return_trajectory)
     x = np.asarray(res.x)                                                            # [n, d]
     return x, score(x, ref), res
+
+
+class Runs:
+    """`make_reference` and `sample_and_score`, each computed once per distinct input and then reused.
+
+    A run is keyed by the denoiser (and the weak model, for the methods that read one) as objects, the
+    method's canonical settings (`GuidanceConfig.canonical`: fields the method does not read cannot
+    change its samples), the sampler config, the reference, the class and the sample count: everything
+    the samples and scores are a function of, so a hit returns exactly what a new run would. The
+    objects a key names are kept alive with the entry, so their ids stay theirs. The returned arrays
+    are shared between callers: read them, never write to them."""
+
+    def __init__(self):
+        self._refs: dict = {}
+        self._runs: dict = {}
+
+    def reference(self, target: GaussianMixture, seed: int, n: int, settings: EvalSettings = DEFAULT) -> Reference:
+        key = (id(target), int(seed), reference_size(n, settings), settings)
+        if key not in self._refs:
+            self._refs[key] = (make_reference(target, seed, n, settings), target)
+        return self._refs[key][0]
+
+    def sample_and_score(self, main, gcfg, scfg, ref: Reference, label: int, n: int, *, weak=None,
+                         return_trajectory: bool = False):
+        """As `sample_and_score`; a run made without trajectories is made again when they are asked for."""
+        gcfg = gcfg.validate()
+        weak_ = weak if "weak" in gcfg.spec.needs else None
+        key = (id(main), id(weak_), gcfg.canonical(), scfg, id(ref), int(label), int(n))
+        hit = self._runs.get(key)
+        if hit is None or (return_trajectory and hit[0][2].trajectory is None):
+            out = sample_and_score(main, gcfg, scfg, ref, label, n, weak=weak, return_trajectory=return_trajectory)
+            self._runs[key] = hit = (out, main, weak_, ref)
+        return hit[0]
+
+    def __len__(self) -> int:
+        return len(self._runs)

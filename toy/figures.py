@@ -90,7 +90,8 @@ class Lab:
 
     def __init__(self, st: Settings):
         self.st = st
-        self.models, self.refs, self.variants = {}, {}, {}
+        self.models, self.variants = {}, {}
+        self.runs = E.Runs()        # panels that share a run (same network, settings and seed) draw it once
 
     def model_set(self, preset):
         if preset not in self.models:
@@ -112,15 +113,12 @@ class Lab:
         return self.variants[key]
 
     def ref(self, preset, seed):
-        k = (preset, 0, seed, self.st.samples)
-        if k not in self.refs:
-            self.refs[k] = E.make_reference(get_preset(preset).cond(0), seed, self.st.samples)
-        return self.refs[k]
+        return self.runs.reference(get_preset(preset).cond(0), seed, self.st.samples)
 
-    def run(self, preset, gcfg, seed, *, model=None, weak="small", exact=None):
+    def run(self, preset, gcfg, seed, *, model=None, weak="small", exact=None, trajectory=False):
         """model: "main", "blockdrop" (default: the settings' network), or "exact" (then `exact` may
-        give the ExactDenoiser to use). Trajectories always come back: one compiled sampler per method
-        then serves every figure."""
+        give the ExactDenoiser to use). Made once per distinct run (`E.Runs`); with `trajectory` the
+        result carries the sampler's states (the same compiled program either way)."""
         model = model or self.st.network
         if model == "exact":
             main = exact or ExactDenoiser(get_preset(preset))
@@ -128,8 +126,8 @@ class Lab:
         else:
             models = self.model_set(preset)
             main, w = models[model], models[weak]
-        return E.sample_and_score(main, gcfg, self.st.sampler, self.ref(preset, seed), 0, self.st.samples, weak=w,
-                                  return_trajectory=True)
+        return self.runs.sample_and_score(main, gcfg, self.st.sampler, self.ref(preset, seed), 0, self.st.samples,
+                                          weak=w, return_trajectory=trajectory)
 
     def sweep(self, preset, gcfgs, metric="wasserstein", **kw):
         """[len(gcfgs), len(seeds)] values of one metric."""
@@ -194,7 +192,7 @@ def fig9(lab: Lab, out: Path):
     seed = lab.st.seeds[0]
     fig, axes = P.panels(len(methods), max_cols=3, size=(3.0, 3.0))
     for ax, m in zip(axes, methods):
-        _, _, r = lab.run("gmm1d", replace(PAPER, method=m), seed)
+        _, _, r = lab.run("gmm1d", replace(PAPER, method=m), seed, trajectory=True)
         P.TrajectoryArtist(ax, window).set(np.asarray(r.trajectory)[:, :60], marks=tuple(target.means[:, 0]))
         ax.set_title(label(m), fontsize=9)
     axes[0].set_ylabel("x")
@@ -308,7 +306,7 @@ def results(lab: Lab, out: Path) -> dict:
         cfg = CompareConfig(preset=preset, methods=METHODS, guidance=PAPER, seeds=lab.st.seeds,
                             samples=lab.st.samples, exact=True, quick=True, sampler=lab.st.sampler,
                             model=lab.st.network)
-        allres[preset] = run_compare(cfg, progress=False)
+        allres[preset] = run_compare(cfg, progress=False, models=lab.model_set(preset), runs=lab.runs)
     files.write_json(out / "toy_results.json", allres)
     lines = ["# Toy results: every method against the exact truth", "",
              f"Class 0 of each preset; {settings_line(lab.st)}. Mean ± std over seeds. "
@@ -438,11 +436,11 @@ def fig_regimes(lab: Lab, out: Path) -> dict:
                 values = [f"{lo:g}–{hi:g}" for lo, hi in st.sigma_windows]
                 runs = [regime_effect(lab.model_set(preset)["main"], preset,
                                       replace(gcfg, interval=interval_for_sigma(st.sampler, lo, hi)), st.sampler,
-                                      st.seeds, st.samples, refs=lab.refs) for lo, hi in st.sigma_windows]
+                                      st.seeds, st.samples, runs=lab.runs) for lo, hi in st.sigma_windows]
             else:
                 values = list(st.regimes[axis])
                 runs = [regime_effect(lab.variant(preset, axis, v), preset, gcfg, st.sampler, st.seeds, st.samples,
-                                      refs=lab.refs) for v in values]
+                                      runs=lab.runs) for v in values]
             res[preset][axis] = {"values": values, "runs": runs}
             ax = axes[i * len(axes_names) + j]
             xs = np.arange(len(values))

@@ -206,20 +206,19 @@ def interval_for_sigma(scfg: SamplerConfig, lo: float, hi: float) -> tuple[float
 
 
 def regime_effect(main, preset: str, gcfg: GuidanceConfig, scfg: SamplerConfig, seeds, n: int, *,
-                  label: int = 0, refs: dict | None = None) -> dict:
+                  label: int = 0, runs: E.Runs | None = None) -> dict:
     """S² minus CFG (same λ; gcfg's ω, masks and interval) for one network: per metric of
     EFFECT_METRICS, {"mean", "std"} over seeds of the paired difference, plus each side's values.
     Both use the seed's SAMPLES key, so they start from the same noise and are scored against the
-    same reference."""
+    same reference. `runs` (an `E.Runs`) reuses references and runs across calls: a sweep's CFG side
+    is the same run for every σ window."""
+    runs = runs if runs is not None else E.Runs()
     target = get_preset(preset).cond(label)
     diffs = {k: [] for k in EFFECT_METRICS}
     sides = {"cfg": {k: [] for k in EFFECT_METRICS}, "s2": {k: [] for k in EFFECT_METRICS}}
     for seed in seeds:
-        key = (preset, label, seed, n)
-        ref = refs[key] if refs is not None and key in refs else E.make_reference(target, seed, n)
-        if refs is not None:
-            refs[key] = ref
-        scores = {m: E.sample_and_score(main, replace(gcfg, method=m), scfg, ref, label, n)[1] for m in ("cfg", "s2")}
+        ref = runs.reference(target, seed, n)
+        scores = {m: runs.sample_and_score(main, replace(gcfg, method=m), scfg, ref, label, n)[1] for m in ("cfg", "s2")}
         for k in EFFECT_METRICS:
             diffs[k].append(scores["s2"][k] - scores["cfg"][k])
             for m in sides:
