@@ -63,8 +63,11 @@ def test_unknown_figure_is_one_line_error(tmp_path, capsys):
 def test_train_only_readies_every_network_and_draws_nothing(cache_dir, tmp_path, capsys):
     assert main(["--quick", "--train-only", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for name in ("gmm1d/main", "gmm1d/small", "gmm1d/blockdrop", "tree2d/main", "gmm2d/steps=750", "gmm1d/block_drop=0.1"):
+    for name in ("gmm1d/main", "gmm1d/small", "gmm1d/blockdrop", "tree2d/main", "gmm2d/steps=750", "gmm1d/block_drop=0.1",
+                 "images/main", "images/early"):       # the image figures' DiTs too (quick: the early snapshot is weak)
         assert name in out
+    assert main(["--quick", "--train-only", "--only", "fig3_1d", "--out", str(tmp_path)]) == 0
+    assert "images/" not in capsys.readouterr().out                # no image figure asked for, no DiT
     assert not list(tmp_path.iterdir())
 
 

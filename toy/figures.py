@@ -521,7 +521,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="main", help="the network CFG and S² guide in every figure but the "
                    "mechanism ones (which show both): main or blockdrop")
     p.add_argument("--train-only", action="store_true",
-                   help="train (or load) every network the toy figures use, then stop; draw nothing")
+                   help="train (or load) every network the figures use (the image experiment's DiTs too), "
+                        "then stop; draw nothing")
     a = p.parse_args(argv)
     only = set(a.only or FIGURES)
     bad = only - set(FIGURES)
@@ -534,8 +535,16 @@ def main(argv=None) -> int:
         todo = only | set().union(*(NEEDS.get(f, set()) for f in only))
         st = Settings.make(a.quick, a.model)
         lab = Lab(st)
+        image_cfg = None
+        if set(IMAGE_FIGURES) & todo:
+            from toy.images.pipeline import ImageConfig, quick_config
+            image_cfg = quick_config() if a.quick else ImageConfig()
         if a.train_only:
             names = train_networks(lab)
+            if image_cfg is not None:             # the image experiment's DiTs, as its figures will load them
+                from toy.images.pipeline import pipeline_models
+                _, models = pipeline_models(image_cfg)
+                names += [f"images/{role}" for role in ("main", "small", "early") if models.get(role) is not None]
             print(f"ready (cached, shipped or trained now): {', '.join(names)}")
             return 0
         stages = {}
@@ -566,9 +575,9 @@ def main(argv=None) -> int:
             write_mechanism(mech, ideal, regimes, st, out)
         if "claims" in todo:
             claims(res, abl, passes, mech, ideal, regimes, st, out)
-        if set(IMAGE_FIGURES) & todo:     # one run of the image pipeline writes all three
-            from toy.images.pipeline import ImageConfig, quick_config, run_pipeline
-            timed("images", lambda: run_pipeline(quick_config() if a.quick else ImageConfig(), out=out))
+        if image_cfg is not None:     # one run of the image pipeline writes all three
+            from toy.images.pipeline import run_pipeline
+            timed("images", lambda: run_pipeline(image_cfg, out=out))
     except ToyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

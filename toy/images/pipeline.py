@@ -290,9 +290,15 @@ def fig15_grid(data: ImageData, fixed: list[np.ndarray], icfg: ImageConfig, path
     save(fig, path)
 
 
+def pipeline_models(icfg: ImageConfig, *, folder: str | Path | None = None,
+                    progress: bool | Callable[[float, str], None] = True) -> tuple[ImageData, dict]:
+    """The data of `icfg` and its trained (or loaded) models: what `run_pipeline` evaluates."""
+    data = load_dataset(icfg.data, icfg.classes, icfg.image_size)
+    return data, train_image_models(icfg, data, folder=folder, progress=progress)
+
+
 def run_pipeline(icfg: ImageConfig, *, out: str | Path = "figures", folder: str | Path | None = None,
                  progress: bool = True) -> dict:
     """Data → models → every method → features, metrics, figures."""
-    data = load_dataset(icfg.data, icfg.classes, icfg.image_size)
-    models = train_image_models(icfg, data, folder=folder, progress=progress)
+    data, models = pipeline_models(icfg, folder=folder, progress=progress)
     return evaluate(icfg, data, models, out, progress)
