@@ -535,15 +535,14 @@ def main(argv=None) -> int:
         todo = only | set().union(*(NEEDS.get(f, set()) for f in only))
         st = Settings.make(a.quick, a.model)
         lab = Lab(st)
-        image_cfg = None
-        if set(IMAGE_FIGURES) & todo:
-            from toy.images.pipeline import ImageConfig, quick_config
-            image_cfg = quick_config() if a.quick else ImageConfig()
+        image_cfg = IP = None
+        if set(IMAGE_FIGURES) & todo:     # imported only when asked for: the core never needs the image experiment
+            from toy.images import pipeline as IP
+            image_cfg = IP.quick_config() if a.quick else IP.ImageConfig()
         if a.train_only:
             names = train_networks(lab)
             if image_cfg is not None:             # the image experiment's DiTs, as its figures will load them
-                from toy.images.pipeline import pipeline_models
-                _, models = pipeline_models(image_cfg)
+                _, models = IP.pipeline_models(image_cfg)
                 names += [f"images/{role}" for role in ("main", "small", "early") if models.get(role) is not None]
             print(f"ready (cached, shipped or trained now): {', '.join(names)}")
             return 0
@@ -576,8 +575,7 @@ def main(argv=None) -> int:
         if "claims" in todo:
             claims(res, abl, passes, mech, ideal, regimes, st, out)
         if image_cfg is not None:     # one run of the image pipeline writes all three
-            from toy.images.pipeline import run_pipeline
-            timed("images", lambda: run_pipeline(image_cfg, out=out))
+            timed("images", lambda: IP.run_pipeline(image_cfg, out=out))
     except ToyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
