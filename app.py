@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 import jax
@@ -23,7 +23,7 @@ import streamlit as st
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 from PIL import Image
 
 from toy import evaluation as E
@@ -246,7 +246,7 @@ def reference(mkey, mixture, label_, seed, n):
         target = mixture.cond(label_)
         ref = E.make_reference(target, seed, n)
         truth = E.truth_samples(target, seed, n)
-        return truth, ref, E.score(truth, ref), initial_noise(jax.random.key(seed), n, mixture.dim)
+        return truth, ref, E.score(truth, ref), np.asarray(initial_noise(jax.random.key(seed), n, mixture.dim))
     return _cached(_store()["refs"], (mkey, label_, seed, n), make, limit=32)
 
 
@@ -255,11 +255,14 @@ def window_for(mkey, mixture, label_, sigma=0.0):
                    lambda: P.density_window(mixture.cond(label_), sigma), limit=256)
 
 
-def run_method(main_d, weak, gcfg, scfg, n, label_, ref):
+def run_method(main_d, weak, gcfg, scfg, seed, n, label_, ref_ready: Future):
     """One method, in a worker thread: samples, trajectories and scores, or the ToyError that
-    explains why it cannot run (shown inline, never a traceback)."""
+    explains why it cannot run (shown inline, never a traceback). Sampling needs only the seed; the
+    scores wait for the reference, which the script thread makes meanwhile."""
     try:
-        x, scores, r = E.sample_and_score(main_d, gcfg, scfg, ref, label_, n, weak=weak, return_trajectory=True)
+        r = E.draw(main_d, gcfg, scfg, seed, label_, n, weak=weak, return_trajectory=True)
+        x = np.asarray(r.x)                                                                  # [n, d]
+        scores = E.score(x, ref_ready.result())
     except ToyError as e:
         return e
     return {"x": x, "trajectory": np.asarray(r.trajectory), "sigmas": r.sigmas, "metrics": scores}
@@ -281,6 +284,10 @@ class Canvas:
             a.xaxis.set_major_locator(MaxNLocator(5))
             a.yaxis.set_major_locator(MaxNLocator(5))
 
+    def unlabelled_y(self, ax) -> None:
+        """No y ticks on a density panel: its values teach nothing, and tick labels are most of a redraw."""
+        ax.yaxis.set_major_locator(NullLocator())
+
     def pixels(self) -> np.ndarray:
         self.fig.canvas.draw()
         return np.asarray(self.fig.canvas.buffer_rgba()).copy()                                   # [H, W, 4]
@@ -293,6 +300,8 @@ class ColumnCanvas(Canvas):
         super().__init__(COL_W, COL_H, 2, 1)
         self.title = self.axes[0].set_title("", fontsize=10)
         self.samples = P.SamplesArtist(self.axes[0], window)
+        if window.dim == 1:
+            self.unlabelled_y(self.axes[0])
         self.paths = P.TrajectoryArtist(self.axes[1], window)
         self.note = self.axes[1].text(0.5, 0.5, "exact samples\nno trajectory", ha="center", va="center",
                                       transform=self.axes[1].transAxes)
@@ -321,6 +330,8 @@ class StepCanvas(Canvas):
     def __init__(self, window: P.Window, panels: int):
         super().__init__(2.6 * panels, 2.7, 1, panels)
         self.artists = [P.SamplesArtist(ax, window) for ax in self.axes]
+        for ax in self.axes if window.dim == 1 else ():
+            self.unlabelled_y(ax)
         self.titles = [ax.set_title("", fontsize=9) for ax in self.axes]
         self.fig.subplots_adjust(left=0.06, right=0.98, top=0.84, bottom=0.12, wspace=0.3)
 
@@ -375,6 +386,8 @@ class MechanismCanvas(Canvas):
         self.mark = bx.axvline(1.0, color="C3", lw=1)
         bx.axhline(0, color="0.6", lw=0.5)
         bx.set_xscale("log")
+        bx.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))      # plain numbers: no mathtext
+        bx.xaxis.set_minor_formatter(NullFormatter())
         bx.set_xlabel("σ")
         bx.set_title("s = D_c − D̂_c ≈ α·(D_c − D_∅) + β·(D_c − x) along the CFG sampler", fontsize=8)
         bx.legend(fontsize=7)
@@ -415,31 +428,62 @@ class MechanismCanvas(Canvas):
             return self.pixels()
 
 
-def mechanism_view(main_d, exact_d, mixture, label_, cfg_run, gbase, step, mkey, run_key):
-    """The guidance terms at the chosen step's σ and the decomposition of the S² signal along the CFG
-    sampler's own states (cached per CFG run, drop settings, ω and step)."""
-    sigma = float(cfg_run["sigmas"][min(step, len(cfg_run["sigmas"]) - 2)])
-    window = window_for(mkey, mixture, label_, sigma) if mixture.dim <= 2 else None
-    key = jax.random.key(0)
+def mechanism_grid(main_d, exact_d, mixture, label_, gbase, sigma, mkey, source_key):
+    """(grid, guidance terms on it, window) at σ: they need no sampler run, so they are made while
+    the methods sample (cached per denoiser, drop settings, λ, ω and σ)."""
+    window = window_for(mkey, mixture, label_, sigma)
 
-    def decomposition():
-        idx = np.linspace(0, cfg_run["trajectory"].shape[1] - 1, min(MECH_STATES, cfg_run["trajectory"].shape[1]))
-        return decompose_states(main_d, exact_d, cfg_run["trajectory"][:, idx.astype(int)], cfg_run["sigmas"], label_,
-                                gbase, masks=MECH_MASKS, key=key)
-    masks_key = (gbase.num_drop, gbase.drop_ratio, gbase.exclude)
-    dec = _cached(_store()["mechanism"], ("decomposition", run_key, masks_key), decomposition, limit=32)
-
-    def grid_terms():
+    def make():
         if mixture.dim == 1:
-            grid = np.linspace(window.lo[0], window.hi[0], 200)[:, None]
+            grid = np.linspace(window.lo[0], window.hi[0], 200)[:, None]                       # [200, 1]
         else:
             gx, gy = np.meshgrid(np.linspace(window.lo[0], window.hi[0], 13), np.linspace(window.lo[1], window.hi[1], 13))
-            grid = np.stack([gx.ravel(), gy.ravel()], 1)
-        return grid, guidance_terms(main_d, exact_d, grid, sigma, label_, gbase, masks=MECH_MASKS, key=key)
-    grid, terms = _cached(_store()["mechanism"], ("terms", run_key, masks_key, gbase.s2_scale, step), grid_terms,
-                          limit=64)
+            grid = np.stack([gx.ravel(), gy.ravel()], 1)                                       # [169, 2]
+        return grid, guidance_terms(main_d, exact_d, grid, sigma, label_, gbase, masks=MECH_MASKS,
+                                    key=jax.random.key(0))
+    key = ("terms", mkey, label_, source_key, gbase.num_drop, gbase.drop_ratio, gbase.exclude, gbase.scale,
+           gbase.s2_scale, round(float(sigma), 6))
+    return (*_cached(_store()["mechanism"], key, make, limit=64), window)
+
+
+def decomposition(main_d, exact_d, label_, cfg_run, gbase, run_key):
+    """The S² signal taken apart along the CFG sampler's own states (toy.mechanism.decompose_states),
+    cached per CFG run and drop settings; `cfg_run` may be the future of that run."""
+    def make():
+        run = cfg_run.result() if isinstance(cfg_run, Future) else cfg_run
+        if isinstance(run, ToyError):
+            return run
+        traj = run["trajectory"]                                                            # [T + 1, n, d]
+        idx = np.linspace(0, traj.shape[1] - 1, min(MECH_STATES, traj.shape[1])).astype(int)
+        return decompose_states(main_d, exact_d, traj[:, idx], run["sigmas"], label_, gbase, masks=MECH_MASKS,
+                                key=jax.random.key(0))
+    return _cached(_store()["mechanism"], ("decomposition", run_key, gbase.num_drop, gbase.drop_ratio, gbase.exclude),
+                   make, limit=32)
+
+
+def mechanism_view(mixture, dec, sigma, grid_terms):
+    """The picture: the guidance terms at σ beside the decomposition along the CFG sampler."""
+    grid, terms, window = grid_terms
     img = canvas(("mechanism", mixture.dim), lambda: MechanismCanvas(mixture.dim)).render(terms, grid, window, dec, sigma)
-    return to_png(img), dec, sigma
+    return to_png(img)
+
+
+def show_mechanism(mixture, cfg_run, dec, gbase, sigma, grid_terms) -> None:
+    """The mechanism section at the chosen step, from CFG's run (or the error that stopped it)."""
+    if isinstance(cfg_run, ToyError):
+        st.error(f"CFG: error: {cfg_run}")
+        return
+    st.image(mechanism_view(mixture, dec, sigma, grid_terms))
+    T1 = len(dec["sigmas"])
+    inside = [i for i in range(T1) if gbase.interval[0] <= i / max(T1 - 1, 1) <= gbase.interval[1]]
+    med = {k: float(np.nanmedian(np.asarray(dec[k], float)[inside])) for k in ("alpha", "beta")} if inside \
+        else {"alpha": float("nan"), "beta": float("nan")}
+    verdict = ("S² acts as extra CFG here (α > 0): it pushes the modes further out" if med["alpha"] > 0.1 else
+               "S² pulls toward the class's modes (β > 0), like a weak model" if med["beta"] > 0.05 else
+               "the sub-networks barely differ from the full network: S² is close to CFG")
+    st.caption(f"Left: at σ = {sigma:.3g}, what each term adds to D. Right: along the CFG sampler, the S² signal "
+               f"s = D_c − D̂_c(m) fitted as α·(D_c − D_∅) + β·(D_c − x) ({MECH_STATES} states, {MECH_MASKS} "
+               f"masks per σ). Where S² acts, median α = {med['alpha']:.2f}, β = {med['beta']:.2f}: {verdict}.")
 
 
 def main():
@@ -491,21 +535,19 @@ def main():
                            fixed_blocks=(c["fixed_block"],))
     scfg = SamplerConfig(steps=c["steps"])
     n, seed = c["samples"], c["seed"]
-    try:
-        truth, ref, truth_metrics, noise = reference(mkey, mixture, label_, seed, n)
-    except ToyError as e:
-        st.error(f"error: {e}")
-        return
     plots = mixture.dim <= 2
-    if not plots:
-        st.info(f"This mixture is {mixture.dim}-dimensional: the plots show 1D and 2D mixtures only; the metrics "
-                "below are measured in all dimensions.")
     store, timing = _store(), {"sampling": 0.0, "plotting": 0.0, "mechanism": 0.0}
     source_key = ("exact", c["delta"]) if exact else ("trained", c["model"])
+    T = c["steps"]
+    if st.session_state["step"] > T or st.session_state["step"] == st.session_state.get("_steps_before"):
+        st.session_state["step"] = T               # clamped, or kept at the last step when the count moves
+    st.session_state["_steps_before"] = T
+    step = st.session_state["step"]
 
-    # Launch every method not in the cache (and CFG, which the mechanism view reads), then collect in
-    # order and draw each column as it lands.
-    keys, pending, got = {}, {}, {}
+    # Start every method not in the cache (and CFG, which the mechanism view reads) and the mechanism's
+    # guidance terms at this step's σ before anything else: sampling needs only the seed, so the
+    # samplers compile and run while this thread makes the reference, which their scores then wait for.
+    ref_ready, keys, pending, got = Future(), {}, {}, {}
     for m in dict.fromkeys(methods + ["cfg"]):
         gcfg = replace(gbase, method=m)
         uses_weak = "weak" in REGISTRY[m].needs and not exact
@@ -513,52 +555,79 @@ def main():
         with store["lock"]:
             got[m] = store["runs"].get(keys[m])
         if got[m] is None:
-            pending[m] = _pool().submit(run_method, main_d, weak, gcfg, scfg, n, label_, ref)
+            pending[m] = _pool().submit(run_method, main_d, weak, gcfg, scfg, seed, n, label_, ref_ready)
+    if plots:
+        sigma_mech = float(scfg.sigmas(main_d.sigma_data)[min(step, T - 1)])     # the last step shows σ_min, not 0
+        grid_terms = _pool().submit(mechanism_grid, main_d, exact_d, mixture, label_, gbase, sigma_mech, mkey,
+                                    source_key)
+        # after CFG's run in the queue, so it never waits on a run no worker has taken
+        dec = _pool().submit(decomposition, main_d, exact_d, label_, pending.get("cfg", got["cfg"]), gbase, keys["cfg"])
+    try:
+        truth, ref, truth_metrics, noise = reference(mkey, mixture, label_, seed, n)
+        ref_ready.set_result(ref)
+    except BaseException as e:
+        ref_ready.set_exception(e)         # the workers waiting on it return instead of hanging
+        if not isinstance(e, ToyError):
+            raise
+        st.error(f"error: {e}")
+        return
+    if not plots:
+        st.info(f"This mixture is {mixture.dim}-dimensional: the plots show 1D and 2D mixtures only; the metrics "
+                "below are measured in all dimensions.")
     window = window_for(mkey, mixture, label_) if plots else None
+
+    # The page's slots in reading order; they are filled as runs land: CFG's run first (the mechanism
+    # view reads it), so its column and the mechanism are drawn while the other methods still sample.
+    errors_box, cols_slot = st.container(), st.empty()
+    if plots:
+        st.subheader("The sampler in time")
+        col_a, col_b = st.columns([5, 1])
+        col_a.slider("Sampler step t (0: pure noise at σ_max; the last: the samples)", 0, T, key="step")
+        play = col_b.button("▶ Play", key="play", help="Run the sampler from noise to samples, step by step.")
+        step_slot = st.empty()
+        st.subheader("The mechanism at this step")
+        mech_box = st.container()
     t = time.perf_counter()
-    columns = [] if not plots else [_cached(store["columns"], (mkey, label_, n, seed, "truth"), lambda: canvas(
-        ("column", mixture.dim), lambda: ColumnCanvas(window)).render("exact samples", truth, None, window))]
+    columns = {} if not plots else {"truth": _cached(store["columns"], (mkey, label_, n, seed, "truth"), lambda: canvas(
+        ("column", mixture.dim), lambda: ColumnCanvas(window)).render("exact samples", truth, None, window))}
     timing["plotting"] += time.perf_counter() - t
-    results, rows = {}, {"exact samples": truth_metrics}
-    for m in dict.fromkeys(methods + ["cfg"]):
+    results, errors = {}, {}
+    for m in ["cfg"] + [m for m in methods if m != "cfg"]:
         t = time.perf_counter()
         if m in pending:
             got[m] = _cached(store["runs"], keys[m], pending[m].result, limit=256)
         timing["sampling"] += time.perf_counter() - t
         r = got[m]
-        if m not in methods:
-            continue
         if isinstance(r, ToyError):
-            st.error(f"{label(m)}: error: {r}")
-            continue
-        results[m], rows[label(m)] = r, r["metrics"]
-        if plots:
+            errors[m] = r
+        elif m in methods:
+            results[m] = r
+            if plots:
+                t = time.perf_counter()
+                columns[m] = _cached(store["columns"], keys[m], lambda: canvas(
+                    ("column", mixture.dim), lambda: ColumnCanvas(window)).render(label(m), r["x"], r["trajectory"],
+                                                                                  window), limit=96)
+                timing["plotting"] += time.perf_counter() - t
+        if m == "cfg" and plots:
             t = time.perf_counter()
-            columns.append(_cached(store["columns"], keys[m], lambda: canvas(
-                ("column", mixture.dim), lambda: ColumnCanvas(window)).render(label(m), r["x"], r["trajectory"], window),
-                limit=96))
-            timing["plotting"] += time.perf_counter() - t
+            with mech_box:
+                show_mechanism(mixture, r, dec.result(), gbase, sigma_mech, grid_terms.result())
+            timing["mechanism"] += time.perf_counter() - t
+    for m in methods:
+        if m in errors:
+            errors_box.error(f"{label(m)}: error: {errors[m]}")
+    results = {m: results[m] for m in methods if m in results}         # the sidebar's order
+    rows = {"exact samples": truth_metrics, **{label(m): r["metrics"] for m, r in results.items()}}
     if not results:
         settings_to_url()
         return
     png = None
     if plots:
         t = time.perf_counter()
-        png = to_png(np.concatenate(columns, axis=1))                                         # [H, W·cols, 4]
-        timing["plotting"] += time.perf_counter() - t
-        st.image(png, caption=f"Top: samples (blue) over the exact conditional density. Bottom: sampler trajectories "
-                              f"of {TRAJ_N} samples.")
-
-        st.subheader("The sampler in time")
-        T = c["steps"]
-        if st.session_state["step"] > T or st.session_state["step"] == st.session_state.get("_steps_before"):
-            st.session_state["step"] = T           # clamped, or kept at the last step when the count moves
-        st.session_state["_steps_before"] = T
-        col_a, col_b = st.columns([5, 1])
-        step = col_a.slider("Sampler step t (0: pure noise at σ_max; the last: the samples)", 0, T, key="step")
-        play = col_b.button("▶ Play", key="play", help="Run the sampler from noise to samples, step by step.")
+        png = to_png(np.concatenate([columns["truth"]] + [columns[m] for m in results], axis=1))   # [H, W·cols, 4]
+        cols_slot.image(png, caption=f"Top: samples (blue) over the exact conditional density. Bottom: sampler "
+                                     f"trajectories of {TRAJ_N} samples.")
         sigmas = next(iter(results.values()))["sigmas"]
-        step_slot = st.empty()
 
         def draw_step(t_):
             w = window_for(mkey, mixture, label_, float(sigmas[t_]))
@@ -567,7 +636,6 @@ def main():
             img = canvas(("step", mixture.dim, len(panels)), lambda: StepCanvas(w, len(panels))).render(panels, w)
             step_slot.image(to_png(img), caption=f"Step {t_} of {T}: σ = {sigmas[t_]:.3g}. Each method's states "
                                                  f"over the exact noised density p_σ(x | c) (covariances + σ²I).")
-        t = time.perf_counter()
         if play:
             for t_ in range(T + 1):
                 draw_step(t_)
@@ -575,26 +643,6 @@ def main():
         else:
             draw_step(step)
         timing["plotting"] += time.perf_counter() - t
-
-        st.subheader("The mechanism at this step")
-        t = time.perf_counter()
-        if isinstance(got["cfg"], ToyError):
-            st.error(f"CFG: error: {got['cfg']}")
-        else:
-            mech_png, dec, sigma = mechanism_view(main_d, exact_d, mixture, label_, got["cfg"], gbase, step, mkey,
-                                                  keys["cfg"])
-            st.image(mech_png)
-            T1 = len(dec["sigmas"])
-            inside = [i for i in range(T1) if gbase.interval[0] <= i / max(T1 - 1, 1) <= gbase.interval[1]]
-            med = {k: float(np.nanmedian(np.asarray(dec[k], float)[inside])) for k in ("alpha", "beta")} if inside \
-                else {"alpha": float("nan"), "beta": float("nan")}
-            verdict = ("S² acts as extra CFG here (α > 0): it pushes the modes further out" if med["alpha"] > 0.1 else
-                       "S² pulls toward the class's modes (β > 0), like a weak model" if med["beta"] > 0.05 else
-                       "the sub-networks barely differ from the full network: S² is close to CFG")
-            st.caption(f"Left: at σ = {sigma:.3g}, what each term adds to D. Right: along the CFG sampler, the S² signal "
-                       f"s = D_c − D̂_c(m) fitted as α·(D_c − D_∅) + β·(D_c − x) ({MECH_STATES} states, {MECH_MASKS} "
-                       f"masks per σ). Where S² acts, median α = {med['alpha']:.2f}, β = {med['beta']:.2f}: {verdict}.")
-        timing["mechanism"] += time.perf_counter() - t
 
     table = pd.DataFrame(rows).T[list(METRICS)]
     st.subheader("Distance to the exact target")

@@ -88,3 +88,15 @@ def test_runs_reuse_exactly_what_a_new_run_gives_and_nothing_else():
     assert rt.trajectory.shape == (9, 300, 1) and len(runs) == 3
     np.testing.assert_array_equal(xt, x)
     assert runs.sample_and_score(exact, g, scfg, ref, 0, 300)[2] is rt  # the run with trajectories serves both
+
+
+def test_draw_is_the_sampling_half_of_sample_and_score():
+    from toy.nets import ExactDenoiser
+    mix = get_preset("gmm1d")
+    exact, g, scfg = ExactDenoiser(mix), GuidanceConfig(method="cfg", scale=2.5), SamplerConfig(steps=8)
+    ref = E.make_reference(mix.cond(1), 4, 200)
+    x, met, res = E.sample_and_score(exact, g, scfg, ref, 1, 200)
+    d = E.draw(exact, g, scfg, 4, 1, 200)
+    np.testing.assert_array_equal(np.asarray(d.x), x)
+    assert E.score(np.asarray(d.x), ref) == met
+    np.testing.assert_array_equal(res.sigmas, scfg.sigmas(exact.sigma_data))       # the schedule, without sampling

@@ -159,3 +159,39 @@ def test_json_files(tmp_path):
         load_json(tmp_path / "missing.json")
     with pytest.raises(ToyError, match="unknown preset"):
         get_preset("gmm9d")
+
+
+def test_host_inputs_give_the_device_inputs_bits_with_one_program_per_call(caplog):
+    # NumPy inputs stay on the host until the one jitted closed form: same numbers as device inputs,
+    # and a new shape compiles that one program, not one more per conversion or broadcast
+    cm = get_preset("gmm2d")
+    x = np.random.default_rng(0).normal(scale=3, size=(37, 2))                        # float64, host
+    labels = np.arange(37) % 3
+    xj = jnp.asarray(x, jnp.float32)
+    np.testing.assert_array_equal(np.asarray(cm.cond(0).logp(x, 0.5)), np.asarray(cm.cond(0).logp(xj, 0.5)))
+    np.testing.assert_array_equal(np.asarray(cm.denoise(x, 0.7, labels, 0.3)),
+                                  np.asarray(cm.denoise(xj, jnp.float32(0.7), jnp.asarray(labels), 0.3)))
+    np.testing.assert_array_equal(np.asarray(cm.score(x, 0.2, labels)), np.asarray(cm.score(xj, 0.2, labels)))
+    x2 = np.random.default_rng(1).normal(size=(41, 2))
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        for f in (lambda: cm.cond(1).logp(x2), lambda: cm.cond(1).pdf(x2, 0.3), lambda: cm.denoise(x2, 0.4, 2 * np.ones(41)),
+                  lambda: component_labels(cm.cond(1), x2)):
+            caplog.clear()
+            f()
+            compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+            assert len(compiled) == 1, compiled
+
+
+@pytest.mark.parametrize("preset", ["gmm1d", "gmm2d", "tree2d"])
+def test_density_window_holds_the_noised_density(preset):
+    from toy.plotting import density_window
+    cm = get_preset(preset)
+    for c in range(cm.num_classes):
+        target = cm.cond(c)
+        for sigma in (0.0, 2.0):
+            w = density_window(target, sigma)
+            x = np.asarray(target.sample(jax.random.key(c), 20000, sigma))                 # [n, d]
+            inside = np.all((x >= w.lo) & (x <= w.hi), axis=1)
+            assert inside.mean() > 0.9995, (preset, c, sigma, inside.mean())
+            if target.dim == 1:                  # the density curve is the whole pdf: it integrates to 1
+                assert abs(np.trapezoid(w.pdf, w.x) - 1) < 1e-3

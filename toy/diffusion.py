@@ -48,6 +48,11 @@ class SamplerConfig:
         check_finite("s_noise", self.s_noise, low=0.0)
         return replace(self, steps=int(self.steps))
 
+    def sigmas(self, sigma_data: float | None = None) -> np.ndarray:
+        """The noise levels the sampler visits for data of spread σ_data: σ_0 … σ_T = 0, [T + 1]."""
+        s = self.fit(sigma_data)
+        return edm_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
+
     def fit(self, sigma_data: float | None) -> "SamplerConfig":
         """The schedule for data of RMS spread σ_data: σ_max at least SIGMA_MAX_RATIO × σ_data, so the
         first state is noise that swamps the data (80 covers every preset; wider data raise it)."""
@@ -233,7 +238,7 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
     dim = dim if dim is not None else _dim_of(main)
     k_init, k_mask, k_churn = jax.random.split(key, 3)
     T, T_b = scfg.steps, draw_size(scfg.steps, 32)
-    sigmas = edm_sigmas(T, scfg.sigma_min, scfg.sigma_max, scfg.rho)             # [T + 1]
+    sigmas = scfg.sigmas()                                                       # [T + 1]
     sig_b = np.zeros(T_b + 1, np.float32)
     sig_b[:T + 1] = sigmas                                                       # [T_b + 1], zeros past the end
     noise = initial_noise(k_init, int(n), int(dim))                              # [n, d]

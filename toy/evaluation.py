@@ -113,13 +113,17 @@ def summarize(values: Iterable[float | None]) -> dict:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
 
 
+def draw(main, gcfg, scfg, seed: int, label: int, n: int, *, weak=None, return_trajectory: bool = False):
+    """n samples of class `label` with one method, from the SAMPLES key of `seed`: the sampler's result.
+    Needs no reference, so a caller can start sampling while the reference is still being made."""
+    from toy.diffusion import sample
+    return sample(main, gcfg, scfg, seed_key(seed, SAMPLES), n, label, weak=weak, return_trajectory=return_trajectory)
+
+
 def sample_and_score(main, gcfg, scfg, ref: Reference, label: int, n: int, *, weak=None,
                      return_trajectory: bool = False):
-    """Draw n samples of class `label` with one method (the SAMPLES key of ref's seed) and score
-    them against `ref`: returns (samples [n, d], metrics, the sampler's result)."""
-    from toy.diffusion import sample
-    res = sample(main, gcfg, scfg, seed_key(ref.seed, SAMPLES), n, label, weak=weak,
-                 return_trajectory=return_trajectory)
+    """`draw` with ref's seed, scored against `ref`: returns (samples [n, d], metrics, the sampler's result)."""
+    res = draw(main, gcfg, scfg, ref.seed, label, n, weak=weak, return_trajectory=return_trajectory)
     x = np.asarray(res.x)                                                            # [n, d]
     return x, score(x, ref), res
 

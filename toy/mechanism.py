@@ -141,7 +141,7 @@ def decompose_states(main, exact: ExactDenoiser, traj: np.ndarray, sigmas: np.nd
     T = len(sigmas) - 1
     scores = draw_mask_scores(key, masks if K else 1, K, T)                      # [T, M, K]: step i's key is fold_in(key, i)
     du, dc, subs, true = (np.asarray(a) for a in _signal_steps(
-        main, exact, jnp.asarray(traj[:T]), jnp.asarray(sigmas[:T], jnp.float32), label, scores, jnp.float32(k_drop),
+        main, exact, np.asarray(traj[:T], np.float32), np.asarray(sigmas[:T], np.float32), label, scores, np.float32(k_drop),
         exclude=tuple(gcfg.exclude) if K else ()))                               # [T, n, d] ×2, [T, M, n, d], [T, n, d]
     out = decompose_steps(dc[:, None] - subs, dc - du, dc - np.asarray(traj[:T]), None if K == 0 else true - dc)
     if callable(progress):
@@ -156,11 +156,11 @@ def guidance_terms(main, exact: ExactDenoiser, x: np.ndarray, sigma: float, labe
     the exact denoiser), and the true model error D*_c − D_c (zero on the exact denoiser)."""
     K = main.num_blocks
     k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop) if K else 0
-    xj = jnp.asarray(x, jnp.float32)
-    du, dc, subs = _signal(main, xj, jnp.float32(sigma), label, draw_mask_scores(key, masks if K else 1, K),
-                           jnp.float32(k_drop), exclude=tuple(gcfg.exclude) if K else ())
+    xh = np.asarray(x, np.float32)                                   # host arrays: no program per conversion
+    du, dc, subs = _signal(main, xh, np.float32(sigma), label, draw_mask_scores(key, masks if K else 1, K),
+                           np.float32(k_drop), exclude=tuple(gcfg.exclude) if K else ())
     dc, du, subs = np.asarray(dc), np.asarray(du), np.asarray(subs)
-    err = np.zeros_like(dc) if K == 0 else np.asarray(exact(xj, jnp.float32(sigma), jnp.full(len(x), label, jnp.int32))) - dc
+    err = np.zeros_like(dc) if K == 0 else np.asarray(exact(xh, np.float32(sigma), np.full(len(x), label, np.int32))) - dc
     return {"cfg_push": (gcfg.scale - 1) * (dc - du), "s2_correction": -gcfg.s2_scale * (subs - dc[None]).mean(0),
             "model_error": err}
 

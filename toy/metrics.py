@@ -22,7 +22,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
-import jax.numpy as jnp
 import numpy as np
 
 from toy.errors import ToyError
@@ -46,12 +45,12 @@ def as_samples(x, name: str = "x") -> np.ndarray:
 
 def assign(x: np.ndarray, mixture: GaussianMixture) -> np.ndarray:
     """Index of the most responsible true component of each sample, [n]."""
-    return np.asarray(component_labels(mixture, jnp.asarray(x, jnp.float32)))
+    return np.asarray(component_labels(mixture, np.asarray(x, np.float32)))   # converted on the host
 
 
 def log_density(x: np.ndarray, mixture: GaussianMixture) -> np.ndarray:
     """True log-density of each sample, [n] (float64)."""
-    return np.asarray(mixture.logp(jnp.asarray(x, jnp.float32)), np.float64)
+    return np.asarray(mixture.logp(np.asarray(x, np.float32)), np.float64)
 
 
 # -- Wasserstein ----------------------------------------------------------------------------------

@@ -77,15 +77,22 @@ def _posterior_average(logj, comps):
 
 
 def _prep(x, sigma):
-    """Validate shapes; return x [n, d] and σ² [n] in x's float dtype."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
+    """Validate shapes; return x [n, d] and σ² [n] in x's float dtype.
+
+    Host data (NumPy, Python numbers) stays on the host, converted as jnp.asarray would convert it
+    (float64 → float32): called eagerly, each jnp primitive here would be one more small program to
+    compile, and the jitted closed forms take host arrays as they are."""
+    if isinstance(x, jax.Array):                     # a device array or a tracer
+        x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+    else:
+        x = np.asarray(x)
+        x = np.asarray(x, jax.dtypes.canonicalize_dtype(x.dtype) if np.issubdtype(x.dtype, np.floating) else np.float32)
     if x.ndim != 2:
         raise ToyError(f"x must have shape [n, d], got shape {tuple(x.shape)}")
-    sigma = jnp.asarray(sigma, dtype=x.dtype)
+    xp = np if isinstance(x, np.ndarray) and not isinstance(sigma, jax.Array) else jnp
+    sigma = xp.asarray(sigma, dtype=x.dtype)
     if sigma.ndim == 0:
-        sigma = jnp.broadcast_to(sigma, x.shape[:1])
+        sigma = xp.broadcast_to(sigma, x.shape[:1])
     elif sigma.shape != x.shape[:1]:
         raise ToyError(f"sigma must be a scalar or have shape [n]={x.shape[:1]}, got {tuple(sigma.shape)}")
     return x, sigma * sigma
@@ -98,6 +105,11 @@ def _prep(x, sigma):
 def _logp(x, s2, logw, mu, U, lam):
     terms = _terms_small if x.shape[-1] <= _SMALL_D else _component_terms
     return jax.nn.logsumexp(terms(x, s2, logw, mu, U, lam)[0], axis=-1)    # [n]
+
+
+@jax.jit
+def _pdf(x, s2, logw, mu, U, lam):
+    return jnp.exp(_logp(x, s2, logw, mu, U, lam))                            # [n]
 
 
 @jax.jit
@@ -179,8 +191,9 @@ class GaussianMixture:
         return self.means.shape[0]
 
     def _params(self, dtype):
-        return (jnp.asarray(np.log(self.weights), dtype), jnp.asarray(self.means, dtype),
-                jnp.asarray(self._U, dtype), jnp.asarray(self._lam, dtype))
+        # host arrays: constants inside a trace, plain arguments to an eager call (no convert program)
+        return (np.asarray(np.log(self.weights), dtype), np.asarray(self.means, dtype),
+                np.asarray(self._U, dtype), np.asarray(self._lam, dtype))
 
     def _check_dim(self, x):
         if x.shape[-1] != self.dim:
@@ -195,7 +208,9 @@ class GaussianMixture:
 
     def pdf(self, x, sigma=0.0) -> jax.Array:
         """p(x; σ), [n]."""
-        return jnp.exp(self.logp(x, sigma))
+        x, s2 = _prep(x, sigma)
+        self._check_dim(x)
+        return _pdf(x, s2, *self._params(x.dtype))
 
     def score(self, x, sigma=0.0) -> jax.Array:
         """∇_x log p(x; σ), [n, d]."""
@@ -369,10 +384,13 @@ class ConditionalMixture:
         _, cov = self.uncond().moments()
         return float(np.sqrt(np.trace(cov) / self.dim))
 
-    def _gather(self, labels, dtype):
-        logw, mu, U, lam = (jnp.asarray(a, dtype) for a in self._stacked)
-        labels = jnp.asarray(labels, jnp.int32)
-        return logw[labels], mu, U, lam                              # [n, K], [K, d], [K, d, d], [K, d]
+    def _gather(self, labels, n: int, dtype):
+        """Each row's log-weights and the shared components: [n, K], [K, d], [K, d, d], [K, d] (on the
+        host when the labels are, as in `_prep`)."""
+        logw, mu, U, lam = (np.asarray(a, dtype) for a in self._stacked)
+        if isinstance(labels, jax.Array):
+            return jnp.asarray(logw)[jnp.broadcast_to(labels.astype(jnp.int32), (n,))], mu, U, lam
+        return logw[np.broadcast_to(np.asarray(labels, np.int32), (n,))], mu, U, lam
 
     def denoise(self, x, sigma, labels, blur=0.0) -> jax.Array:
         """Exact D(x; σ, c) for a batch with one label per sample ([n] ints, null = num_classes).
@@ -381,8 +399,8 @@ class ConditionalMixture:
         at σ is x0 noised at s = √(σ² + δ²), so D^δ(x; σ) = D(x; s) + (δ²/s²)(x − D(x; s)). δ may be a
         traced value: moving it never recompiles."""
         x, s2 = _prep(x, sigma)
-        labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), x.shape[:1])
-        return _blurred_denoise(x, s2, jnp.asarray(blur, x.dtype), *self._gather(labels, x.dtype))
+        blur = blur.astype(x.dtype) if isinstance(blur, jax.Array) else np.asarray(blur, x.dtype)
+        return _blurred_denoise(x, s2, blur, *self._gather(labels, x.shape[0], x.dtype))
 
     def blurred(self, delta: float) -> "ConditionalMixture":
         """The same classes with every component covariance widened by δ²I: a model of the data that
@@ -395,13 +413,11 @@ class ConditionalMixture:
 
     def score(self, x, sigma, labels) -> jax.Array:
         x, s2 = _prep(x, sigma)
-        labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), x.shape[:1])
-        return _score(x, s2, *self._gather(labels, x.dtype))
+        return _score(x, s2, *self._gather(labels, x.shape[0], x.dtype))
 
     def logp(self, x, sigma, labels) -> jax.Array:
         x, s2 = _prep(x, sigma)
-        labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), x.shape[:1])
-        return _logp(x, s2, *self._gather(labels, x.dtype))
+        return _logp(x, s2, *self._gather(labels, x.shape[0], x.dtype))
 
     def sample(self, key, n: int, sigma=0.0, *, label_dropout: float = 0.0):
         """n exact samples of the joint: returns (x [n, d], labels [n]); with label_dropout the label
