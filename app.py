@@ -23,7 +23,7 @@ import streamlit as st
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 from PIL import Image
 
 from toy import evaluation as E
@@ -387,7 +387,7 @@ class MechanismCanvas(Canvas):
         bx.axhline(0, color="0.6", lw=0.5)
         bx.set_xscale("log")
         bx.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))      # plain numbers: no mathtext
-        bx.xaxis.set_minor_formatter(NullFormatter())
+        bx.xaxis.set_minor_locator(NullLocator())                                    # decades only
         bx.set_xlabel("σ")
         bx.set_title("s = D_c − D̂_c ≈ α·(D_c − D_∅) + β·(D_c − x) along the CFG sampler", fontsize=8)
         bx.legend(fontsize=7)
@@ -548,29 +548,29 @@ def main():
     # guidance terms at this step's σ before anything else: sampling needs only the seed, so the
     # samplers compile and run while this thread makes the reference, which their scores then wait for.
     ref_ready, keys, pending, got = Future(), {}, {}, {}
-    for m in dict.fromkeys(methods + ["cfg"]):
-        gcfg = replace(gbase, method=m)
-        uses_weak = "weak" in REGISTRY[m].needs and not exact
-        keys[m] = (mkey, label_, source_key, gcfg.canonical(), scfg, n, seed, c["weak"] if uses_weak else None)
-        with store["lock"]:
-            got[m] = store["runs"].get(keys[m])
-        if got[m] is None:
-            pending[m] = _pool().submit(run_method, main_d, weak, gcfg, scfg, seed, n, label_, ref_ready)
-    if plots:
-        sigma_mech = float(scfg.sigmas(main_d.sigma_data)[min(step, T - 1)])     # the last step shows σ_min, not 0
-        grid_terms = _pool().submit(mechanism_grid, main_d, exact_d, mixture, label_, gbase, sigma_mech, mkey,
-                                    source_key)
-        # after CFG's run in the queue, so it never waits on a run no worker has taken
-        dec = _pool().submit(decomposition, main_d, exact_d, label_, pending.get("cfg", got["cfg"]), gbase, keys["cfg"])
     try:
+        for m in dict.fromkeys(methods + ["cfg"]):
+            gcfg = replace(gbase, method=m)
+            uses_weak = "weak" in REGISTRY[m].needs and not exact
+            keys[m] = (mkey, label_, source_key, gcfg.canonical(), scfg, n, seed, c["weak"] if uses_weak else None)
+            with store["lock"]:
+                got[m] = store["runs"].get(keys[m])
+            if got[m] is None:
+                pending[m] = _pool().submit(run_method, main_d, weak, gcfg, scfg, seed, n, label_, ref_ready)
+        if plots:
+            sigma_mech = float(scfg.sigmas(main_d.sigma_data)[min(step, T - 1)])     # the last step shows σ_min, not 0
+            grid_terms = _pool().submit(mechanism_grid, main_d, exact_d, mixture, label_, gbase, sigma_mech, mkey,
+                                        source_key)
+            # after CFG's run in the queue, so it never waits on a run no worker has taken
+            dec = _pool().submit(decomposition, main_d, exact_d, label_, pending.get("cfg", got["cfg"]), gbase, keys["cfg"])
         truth, ref, truth_metrics, noise = reference(mkey, mixture, label_, seed, n)
         ref_ready.set_result(ref)
-    except BaseException as e:
-        ref_ready.set_exception(e)         # the workers waiting on it return instead of hanging
-        if not isinstance(e, ToyError):
-            raise
+    except ToyError as e:
         st.error(f"error: {e}")
         return
+    finally:
+        if not ref_ready.done():           # an error or a rerun: the workers waiting on it return instead of hanging
+            ref_ready.set_exception(ToyError("this run of the page stopped before its reference was made"))
     if not plots:
         st.info(f"This mixture is {mixture.dim}-dimensional: the plots show 1D and 2D mixtures only; the metrics "
                 "below are measured in all dimensions.")
