@@ -94,6 +94,13 @@ def test_interval_for_sigma_selects_exactly_the_steps_in_the_window():
         np.testing.assert_array_equal(active, (sig >= lo) & (sig <= hi))
     with pytest.raises(ValueError, match="no step"):
         MX.interval_for_sigma(scfg, 5.1, 5.2)
+    # wide data raise σ_max: the window is read on the schedule the sampler then runs
+    wide = scfg.sigmas(100.0)[:-1]
+    assert wide[0] > 80
+    a, b = MX.interval_for_sigma(scfg, 50.0, 1000.0, sigma_data=100.0)
+    active = (pos >= np.float32(a)) & (pos <= np.float32(b))
+    np.testing.assert_array_equal(active, (wide >= 50.0) & (wide <= 1000.0))
+    assert active.sum() > (sig >= 50.0).sum()
 
 
 def test_regime_effect_is_zero_where_s2_is_cfg():

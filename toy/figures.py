@@ -434,8 +434,9 @@ def fig_regimes(lab: Lab, out: Path) -> dict:
         for j, axis in enumerate(axes_names):
             if axis == "sigma_window":
                 values = [f"{lo:g}–{hi:g}" for lo, hi in st.sigma_windows]
-                runs = [regime_effect(lab.model_set(preset)["main"], preset,
-                                      replace(gcfg, interval=interval_for_sigma(st.sampler, lo, hi)), st.sampler,
+                main = lab.model_set(preset)["main"]
+                runs = [regime_effect(main, preset, replace(gcfg, interval=interval_for_sigma(
+                                          st.sampler, lo, hi, main.sigma_data)), st.sampler,
                                       st.seeds, st.samples, runs=lab.runs) for lo, hi in st.sigma_windows]
             else:
                 values = list(st.regimes[axis])

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toy import evaluation as E
-from toy.diffusion import SamplerConfig, draw_mask_scores, edm_sigmas, sample
+from toy.diffusion import SamplerConfig, draw_mask_scores, sample
 from toy.errors import ToyError, check_finite, check_int
 from toy.guidance import GuidanceConfig, mask_from_scores, num_dropped
 from toy.mixtures import get_preset
@@ -193,10 +193,10 @@ def analyze(cfg: MechanismConfig, *, folder: str | Path | None = None,
     return {"preset": cfg.preset, "model": cfg.model, **res, "settings": settings}
 
 
-def interval_for_sigma(scfg: SamplerConfig, lo: float, hi: float) -> tuple[float, float]:
+def interval_for_sigma(scfg: SamplerConfig, lo: float, hi: float, sigma_data: float | None = None) -> tuple[float, float]:
     """The application interval (fractions of the sampler steps) that holds exactly the steps whose
-    σ lies in [lo, hi]."""
-    sig = edm_sigmas(scfg.steps, scfg.sigma_min, scfg.sigma_max, scfg.rho)[:-1]      # [T]
+    σ lies in [lo, hi], on the schedule the sampler runs for data of spread σ_data (wide data raise σ_max)."""
+    sig = scfg.sigmas(sigma_data)[:-1]                                                # [T]
     idx = np.flatnonzero((sig >= lo) & (sig <= hi))
     T1 = max(scfg.steps - 1, 1)
     if idx.size == 0:
