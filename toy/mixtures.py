@@ -76,23 +76,30 @@ def _posterior_average(logj, comps):
     return jnp.stack([jnp.sum(e * c, axis=-1) / z for c in comps], axis=-1)      # [n, d]
 
 
-def _prep(x, sigma):
-    """Validate shapes; return x [n, d] and σ² [n] in x's float dtype.
+def _as(a, dtype):
+    """`a` in `dtype`: host data (NumPy, Python numbers) stays on the host, a jax array or tracer stays one.
 
-    Host data (NumPy, Python numbers) stays on the host, converted as jnp.asarray would convert it
-    (float64 → float32): called eagerly, each jnp primitive here would be one more small program to
-    compile, and the jitted closed forms take host arrays as they are."""
-    if isinstance(x, jax.Array):                     # a device array or a tracer
-        x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
-    else:
-        x = np.asarray(x)
-        x = np.asarray(x, jax.dtypes.canonicalize_dtype(x.dtype) if np.issubdtype(x.dtype, np.floating) else np.float32)
+    Called eagerly, every jnp conversion or broadcast is one more small program to compile; the jitted
+    closed forms take host arrays as they are."""
+    return a.astype(dtype) if isinstance(a, jax.Array) else np.asarray(a, dtype)
+
+
+def _xp(a):
+    """The array module of `a`: jnp for a jax array or tracer, np for host data."""
+    return jnp if isinstance(a, jax.Array) else np
+
+
+def _prep(x, sigma):
+    """Validate shapes; return x [n, d] and σ² [n] in x's float dtype (host data converted as
+    jnp.asarray would convert it: float64 → float32, integers → float32)."""
+    x = x if hasattr(x, "dtype") else np.asarray(x)
+    dtype = x.dtype
+    x = _as(x, jax.dtypes.canonicalize_dtype(dtype) if jnp.issubdtype(dtype, jnp.floating) else jnp.float32)
     if x.ndim != 2:
         raise ToyError(f"x must have shape [n, d], got shape {tuple(x.shape)}")
-    xp = np if isinstance(x, np.ndarray) and not isinstance(sigma, jax.Array) else jnp
-    sigma = xp.asarray(sigma, dtype=x.dtype)
+    sigma = _as(sigma, x.dtype)
     if sigma.ndim == 0:
-        sigma = xp.broadcast_to(sigma, x.shape[:1])
+        sigma = _xp(sigma).broadcast_to(sigma, x.shape[:1])
     elif sigma.shape != x.shape[:1]:
         raise ToyError(f"sigma must be a scalar or have shape [n]={x.shape[:1]}, got {tuple(sigma.shape)}")
     return x, sigma * sigma
@@ -388,9 +395,9 @@ class ConditionalMixture:
         """Each row's log-weights and the shared components: [n, K], [K, d], [K, d, d], [K, d] (on the
         host when the labels are, as in `_prep`)."""
         logw, mu, U, lam = (np.asarray(a, dtype) for a in self._stacked)
-        if isinstance(labels, jax.Array):
-            return jnp.asarray(logw)[jnp.broadcast_to(labels.astype(jnp.int32), (n,))], mu, U, lam
-        return logw[np.broadcast_to(np.asarray(labels, np.int32), (n,))], mu, U, lam
+        labels = _as(labels, np.int32)
+        xp = _xp(labels)
+        return xp.asarray(logw)[xp.broadcast_to(labels, (n,))], mu, U, lam
 
     def denoise(self, x, sigma, labels, blur=0.0) -> jax.Array:
         """Exact D(x; σ, c) for a batch with one label per sample ([n] ints, null = num_classes).
@@ -399,8 +406,7 @@ class ConditionalMixture:
         at σ is x0 noised at s = √(σ² + δ²), so D^δ(x; σ) = D(x; s) + (δ²/s²)(x − D(x; s)). δ may be a
         traced value: moving it never recompiles."""
         x, s2 = _prep(x, sigma)
-        blur = blur.astype(x.dtype) if isinstance(blur, jax.Array) else np.asarray(blur, x.dtype)
-        return _blurred_denoise(x, s2, blur, *self._gather(labels, x.shape[0], x.dtype))
+        return _blurred_denoise(x, s2, _as(blur, x.dtype), *self._gather(labels, x.shape[0], x.dtype))
 
     def blurred(self, delta: float) -> "ConditionalMixture":
         """The same classes with every component covariance widened by δ²I: a model of the data that
