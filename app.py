@@ -646,7 +646,7 @@ def main():
 
     table = pd.DataFrame(rows).T[list(METRICS)]
     st.subheader("Distance to the exact target")
-    st.dataframe(table.style.format("{:.4f}"), key="metrics")
+    st.dataframe(table, key="metrics", column_config={k: st.column_config.NumberColumn(format="%.4f") for k in METRICS})
     source = f"exact denoiser (ideal weak model δ = {c['delta']})" if exact else f"trained {c['model']} network"
     settings = (f"{name}, class {label_}, {source}, λ = {c['scale']}, "
                 f"ω = {c['s2_scale']}, {c['num_drop']} block(s) dropped, N = {c['num_masks']}, interval "

@@ -78,3 +78,13 @@ def test_compile_profile_attributes_compiles_to_tests_and_functions(tmp_path):
     test = next(k for k in res["tests"] if k.endswith("test_tiny.py::test_one"))
     assert res["tests"][test]["compile"] > 0
     assert res["total"]["compile_count"] >= 2 and res["total"]["compile"] >= res["functions"]["jit(double)"]["compile"]
+
+
+def test_launch_time_is_read_from_the_process_own_report():
+    """The app's launch is timed to the page the process reports done, not to its exit: the marker
+    is found after whatever else the process printed, and a process that never reports fails."""
+    from bench.app_latency import LAUNCH, page_done
+    assert page_done("warning: something\npage done at 1234.5\n") == 1234.5
+    assert "print('page done at'" in LAUNCH and LAUNCH.index("time.monotonic()") < LAUNCH.index("print(")
+    with pytest.raises(ValueError):
+        page_done("Traceback: the app failed\n")

@@ -38,6 +38,47 @@ def test_score_equals_each_metric_from_scratch(preset):
         assert got["wasserstein"] == pytest.approx(wasserstein_distance(x[:, 0], r[:, 0]), rel=1e-9)
 
 
+def test_score_of_some_metrics_is_the_full_score_restricted():
+    """Asking for fewer metrics computes only those and changes none of their values; the names are
+    checked, and the order is METRICS' whatever the order asked."""
+    from toy.errors import ToyError
+    target = get_preset("gmm2d").cond(1)
+    x = np.asarray(target.sample(jax.random.key(3), 400)) * 0.9
+    ref = E.make_reference(target, seed=2, n=400)
+    full = E.score(x, ref)
+    for names in (("spread_ratio", "mmd"), ("low_density_frac",), ("wasserstein", "mode_coverage", "gt_logp")):
+        got = E.score(x, ref, names)
+        assert list(got) == [k for k in M.METRICS if k in names]
+        assert got == {k: full[k] for k in names}
+    assert E.score(x, ref, ()) == {}
+    with pytest.raises(ToyError, match="unknown metric.*W1.*choose from wasserstein, mmd"):
+        E.score(x, ref, ("W1",))
+
+
+def test_runs_score_each_metric_when_first_asked_and_keep_it(monkeypatch):
+    """A run scored for one metric, then asked for all, is not sampled again and has exactly the
+    scores of a fresh run scored at once; each metric is computed once per run."""
+    from toy.nets import ExactDenoiser
+    mix = get_preset("gmm2d")
+    exact, target, scfg = ExactDenoiser(mix), mix.cond(0), SamplerConfig(steps=6)
+    g = GuidanceConfig(method="cfg", scale=2.0)
+    runs = E.Runs()
+    ref = runs.reference(target, 5, 300)
+    asked = []
+    score = E.score
+    monkeypatch.setattr(E, "score", lambda x, r, metrics=None: asked.append(tuple(E.metric_names(metrics))) or score(x, r, metrics))
+    x, met, _ = runs.sample_and_score(exact, g, scfg, ref, 0, 300, metrics=("wasserstein",))
+    assert list(met) == ["wasserstein"]
+    x2, met2, _ = runs.sample_and_score(exact, g, scfg, ref, 0, 300)
+    x3, met3, _ = runs.sample_and_score(exact, g, scfg, ref, 0, 300, metrics=("mmd", "wasserstein"))
+    assert x2 is x and x3 is x and len(runs) == 1
+    assert asked == [("wasserstein",), tuple(k for k in M.METRICS if k != "wasserstein")]
+    monkeypatch.setattr(E, "score", score)
+    _, fresh, _ = E.sample_and_score(exact, g, scfg, E.make_reference(target, 5, 300), 0, 300)
+    assert met2 == fresh and met["wasserstein"] == fresh["wasserstein"]
+    assert met3 == {"wasserstein": fresh["wasserstein"], "mmd": fresh["mmd"]}
+
+
 def test_keys_and_summary():
     target = get_preset("gmm1d").cond(0)
     a, b = E.truth_samples(target, 3, 50), E.truth_samples(target, 3, 50)

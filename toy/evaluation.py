@@ -8,10 +8,11 @@ settings give the same numbers everywhere:
 - the reference is `reference_size(n)` exact samples of the class (at least `EvalSettings.reference_min`),
   and everything a score needs from it (component assignment, log-densities, sorted projections,
   the MMD's reference-side kernel sums) is computed once in `Reference`;
-- `score` returns every metric of `toy.metrics.METRICS` with one fixed set of metric settings;
+- `score` returns every metric of `toy.metrics.METRICS` (or the ones asked for, each computed only
+  then) with one fixed set of metric settings;
 - `summarize` reduces a metric over seeds to {"mean", "std"} with one convention (ddof = 1);
 - `Runs` remembers references and runs, so that the panels of the figures that share a run (the same
-  denoiser, method settings, sampler, class, sample count and seed) draw and score it once.
+  denoiser, method settings, sampler, class, sample count and seed) draw it once and score each metric once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import jax
 import numpy as np
 
 from toy import metrics as M
+from toy.errors import ToyError
 from toy.mixtures import GaussianMixture
 
 REFERENCE, TRUTH, SAMPLES = 1, 2, 3        # the purposes a seed's key is folded with
@@ -85,23 +87,44 @@ def make_reference(target: GaussianMixture, seed: int, n: int, settings: EvalSet
                      mmd_x, bw, M.mmd_kernel_means(mmd_x, mmd_x, bw, same=True))
 
 
-def score(x, ref: Reference) -> dict[str, float]:
-    """Every metric of toy.metrics.METRICS for samples x [n, d] of ref's class. Equal to calling
-    each metric of toy.metrics with ref.x and these settings (tested), with the reference side reused."""
+def metric_names(metrics: Iterable[str] | None) -> tuple[str, ...]:
+    """The metrics asked for, in the order of toy.metrics.METRICS (None: all of them)."""
+    if metrics is None:
+        return M.METRICS
+    names = set(metrics)
+    unknown = names - set(M.METRICS)
+    if unknown:
+        raise ToyError(f"unknown metric(s) {', '.join(sorted(unknown))}: choose from {', '.join(M.METRICS)}")
+    return tuple(k for k in M.METRICS if k in names)
+
+
+def score(x, ref: Reference, metrics: Iterable[str] | None = None) -> dict[str, float]:
+    """Every metric of toy.metrics.METRICS, or those named in `metrics`, for samples x [n, d] of ref's
+    class. Equal to calling each metric of toy.metrics with ref.x and these settings (tested), with the
+    reference side reused. Each metric is computed only when asked for (the MMD, most of the cost,
+    too), and asking for fewer changes none of the values."""
     x = M.as_samples(x)
     s, target = ref.settings, ref.target
-    comp, lp = M.assign(x, target), M.log_density(x, target)
-    xs = M.mmd_subset(x, s.mmd_points, ref.seed)
-    return {
-        "wasserstein": float(np.mean(M.wp_sorted(np.sort(ref.dirs @ x.T, 1), ref.sorted_proj, 1.0))),
-        "mmd": float(np.sum(M.mmd_kernel_means(xs, xs, ref.bandwidths, same=True) + ref.kyy
-                            - 2 * M.mmd_kernel_means(xs, ref.mmd_x, ref.bandwidths, same=False))),
-        "mode_coverage": M.mode_coverage(x, target, min_share=s.min_share, comp=comp),
-        "mode_shift": M.mode_shift(x, target, ref.x, min_count=s.min_count, comp=comp, ref_comp=ref.comp),
-        "spread_ratio": M.spread_ratio(x, target, ref.x, min_count=s.min_count, comp=comp, ref_comp=ref.comp),
-        "gt_logp": float(np.mean(lp)),
-        "low_density_frac": float(np.mean(lp < ref.low_threshold)),
+    names = metric_names(metrics)
+    per_mode = {"mode_coverage", "mode_shift", "spread_ratio"} & set(names)
+    comp = M.assign(x, target) if per_mode else None
+    lp = M.log_density(x, target) if {"gt_logp", "low_density_frac"} & set(names) else None
+
+    def mmd():
+        xs = M.mmd_subset(x, s.mmd_points, ref.seed)
+        return float(np.sum(M.mmd_kernel_means(xs, xs, ref.bandwidths, same=True) + ref.kyy
+                            - 2 * M.mmd_kernel_means(xs, ref.mmd_x, ref.bandwidths, same=False)))
+
+    make = {
+        "wasserstein": lambda: float(np.mean(M.wp_sorted(np.sort(ref.dirs @ x.T, 1), ref.sorted_proj, 1.0))),
+        "mmd": mmd,
+        "mode_coverage": lambda: M.mode_coverage(x, target, min_share=s.min_share, comp=comp),
+        "mode_shift": lambda: M.mode_shift(x, target, ref.x, min_count=s.min_count, comp=comp, ref_comp=ref.comp),
+        "spread_ratio": lambda: M.spread_ratio(x, target, ref.x, min_count=s.min_count, comp=comp, ref_comp=ref.comp),
+        "gt_logp": lambda: float(np.mean(lp)),
+        "low_density_frac": lambda: float(np.mean(lp < ref.low_threshold)),
     }
+    return {k: make[k]() for k in names}
 
 
 def summarize(values: Iterable[float | None]) -> dict:
@@ -121,11 +144,12 @@ def draw(main, gcfg, scfg, seed: int, label: int, n: int, *, weak=None, return_t
 
 
 def sample_and_score(main, gcfg, scfg, ref: Reference, label: int, n: int, *, weak=None,
-                     return_trajectory: bool = False):
-    """`draw` with ref's seed, scored against `ref`: returns (samples [n, d], metrics, the sampler's result)."""
+                     return_trajectory: bool = False, metrics: Iterable[str] | None = None):
+    """`draw` with ref's seed, scored against `ref` (every metric, or those named in `metrics`):
+    returns (samples [n, d], metrics, the sampler's result)."""
     res = draw(main, gcfg, scfg, ref.seed, label, n, weak=weak, return_trajectory=return_trajectory)
     x = np.asarray(res.x)                                                            # [n, d]
-    return x, score(x, ref), res
+    return x, score(x, ref, metrics), res
 
 
 class Runs:
@@ -149,16 +173,25 @@ class Runs:
         return self._refs[key][0]
 
     def sample_and_score(self, main, gcfg, scfg, ref: Reference, label: int, n: int, *, weak=None,
-                         return_trajectory: bool = False):
-        """As `sample_and_score`; a run made without trajectories is made again when they are asked for."""
+                         return_trajectory: bool = False, metrics: Iterable[str] | None = None):
+        """As `sample_and_score`; a run made without trajectories is made again when they are asked for.
+        A run's metrics are computed when first asked for and kept: a sweep that reads one metric
+        never pays for the others, and a later caller that reads them all gets the same values a
+        fresh run scored at once would give."""
         gcfg = gcfg.validate()
+        names = metric_names(metrics)
         weak_ = weak if "weak" in gcfg.spec.needs else None
         key = (id(main), id(weak_), gcfg.canonical(), scfg, id(ref), int(label), int(n))
         hit = self._runs.get(key)
-        if hit is None or (return_trajectory and hit[0][2].trajectory is None):
-            out = sample_and_score(main, gcfg, scfg, ref, label, n, weak=weak, return_trajectory=return_trajectory)
-            self._runs[key] = hit = (out, main, weak_, ref)
-        return hit[0]
+        if hit is None or (return_trajectory and hit[2].trajectory is None):
+            res = draw(main, gcfg, scfg, ref.seed, label, n, weak=weak, return_trajectory=return_trajectory)
+            scores = hit[1] if hit is not None else {}       # the same samples: the scores made so far stand
+            self._runs[key] = hit = (np.asarray(res.x), scores, res, main, weak_, ref)       # x: [n, d]
+        x, scores, res = hit[:3]
+        missing = [k for k in names if k not in scores]
+        if missing:
+            scores.update(score(x, ref, missing))
+        return x, {k: scores[k] for k in names}, res
 
     def __len__(self) -> int:
         return len(self._runs)

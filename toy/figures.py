@@ -42,6 +42,7 @@ FIGURES = TOY_FIGURES + IMAGE_FIGURES
 PAPER = GuidanceConfig(scale=3.0, s2_scale=0.25)         # the paper's defaults, λ = 3
 MAIN_METHODS = ("cfg", "autoguidance", "s2-naive", "s2")
 MECH_PRESETS = ("gmm1d", "gmm2d")
+TITLE_METRICS = ("wasserstein", "mode_shift")           # what the sample panels' titles read
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,11 @@ class Lab:
     def ref(self, preset, seed):
         return self.runs.reference(get_preset(preset).cond(0), seed, self.st.samples)
 
-    def run(self, preset, gcfg, seed, *, model=None, weak="small", exact=None, trajectory=False):
+    def run(self, preset, gcfg, seed, *, model=None, weak="small", exact=None, trajectory=False, metrics=None):
         """model: "main", "blockdrop" (default: the settings' network), or "exact" (then `exact` may
         give the ExactDenoiser to use). Made once per distinct run (`E.Runs`); with `trajectory` the
-        result carries the sampler's states (the same compiled program either way)."""
+        result carries the sampler's states (the same compiled program either way). `metrics`: the
+        ones the caller reads (default: all), each scored once per run."""
         model = model or self.st.network
         if model == "exact":
             main = exact or ExactDenoiser(get_preset(preset))
@@ -127,11 +129,12 @@ class Lab:
             models = self.model_set(preset)
             main, w = models[model], models[weak]
         return self.runs.sample_and_score(main, gcfg, self.st.sampler, self.ref(preset, seed), 0, self.st.samples,
-                                          weak=w, return_trajectory=trajectory)
+                                          weak=w, return_trajectory=trajectory, metrics=metrics)
 
     def sweep(self, preset, gcfgs, metric="wasserstein", **kw):
         """[len(gcfgs), len(seeds)] values of one metric."""
-        return np.array([[self.run(preset, g, s, **kw)[1][metric] for s in self.st.seeds] for g in gcfgs])
+        return np.array([[self.run(preset, g, s, metrics=(metric,), **kw)[1][metric] for s in self.st.seeds]
+                         for g in gcfgs])
 
 
 def train_networks(lab: Lab) -> list[str]:
@@ -178,7 +181,7 @@ def density_panels(lab: Lab, preset: str, methods, name: str, out: Path, max_col
     P.SamplesArtist(axes[0], window).set(E.truth_samples(target, seed, lab.st.samples))
     axes[0].set_title("exact samples", fontsize=9)
     for ax, m in zip(axes[1:], methods):
-        x, met, _ = lab.run(preset, replace(PAPER, method=m), seed)
+        x, met, _ = lab.run(preset, replace(PAPER, method=m), seed, metrics=TITLE_METRICS)
         P.SamplesArtist(ax, window).set(x)
         ax.set_title(f"{label(m)}\nW1 {met['wasserstein']:.2f}, shift {met['mode_shift']:.2f}", fontsize=9)
     fig.suptitle(f"{preset}, class 0 ({mix.class_names[0]}): samples over the exact conditional density", fontsize=10)
@@ -192,7 +195,7 @@ def fig9(lab: Lab, out: Path):
     seed = lab.st.seeds[0]
     fig, axes = P.panels(len(methods), max_cols=3, size=(3.0, 3.0))
     for ax, m in zip(axes, methods):
-        _, _, r = lab.run("gmm1d", replace(PAPER, method=m), seed, trajectory=True)
+        _, _, r = lab.run("gmm1d", replace(PAPER, method=m), seed, trajectory=True, metrics=())
         P.TrajectoryArtist(ax, window).set(np.asarray(r.trajectory)[:, :60], marks=tuple(target.means[:, 0]))
         ax.set_title(label(m), fontsize=9)
     axes[0].set_ylabel("x")
@@ -206,7 +209,7 @@ def fig10(lab: Lab, out: Path):
     fig, axes = P.panels(2 * len(seeds), max_cols=len(seeds), size=(3.0, 3.0))
     for j, seed in enumerate(seeds):
         for i, m in enumerate(("s2-naive", "s2")):
-            x, met, _ = lab.run("gmm2d", replace(PAPER, method=m), seed)
+            x, met, _ = lab.run("gmm2d", replace(PAPER, method=m), seed, metrics=TITLE_METRICS)
             ax = axes[i * len(seeds) + j]
             P.SamplesArtist(ax, window).set(x)
             ax.set_title(f"{label(m)}, seed {seed}\nW1 {met['wasserstein']:.3f}, shift {met['mode_shift']:.3f}",
@@ -398,9 +401,9 @@ def fig_ideal(lab: Lab, out: Path) -> dict:
             r[k] = {"mean": [], "std": []}
         for delta in st.deltas:
             exact = ExactDenoiser(mix, ideal_blur=delta)
-            vals = {k: np.array([[lab.run(preset, replace(PAPER, method="s2", s2_scale=w), s, model="exact",
-                                          exact=exact)[1][k] for s in st.seeds] for w in st.omegas]) for k in keys}
-            vals = {k: v for k, v in vals.items()}
+            mets = [[lab.run(preset, replace(PAPER, method="s2", s2_scale=w), s, model="exact", exact=exact,
+                             metrics=keys)[1] for s in st.seeds] for w in st.omegas]
+            vals = {k: np.array([[m[k] for m in row] for row in mets]) for k in keys}          # [ω, seeds] each
             for j, k in enumerate(keys):
                 errorbars(axes[i * len(keys) + j], st.omegas, vals[k], f"δ = {delta}")
                 s = summary(vals[k])

@@ -218,7 +218,8 @@ def regime_effect(main, preset: str, gcfg: GuidanceConfig, scfg: SamplerConfig, 
     sides = {"cfg": {k: [] for k in EFFECT_METRICS}, "s2": {k: [] for k in EFFECT_METRICS}}
     for seed in seeds:
         ref = runs.reference(target, seed, n)
-        scores = {m: runs.sample_and_score(main, replace(gcfg, method=m), scfg, ref, label, n)[1] for m in ("cfg", "s2")}
+        scores = {m: runs.sample_and_score(main, replace(gcfg, method=m), scfg, ref, label, n,
+                                           metrics=EFFECT_METRICS)[1] for m in ("cfg", "s2")}
         for k in EFFECT_METRICS:
             diffs[k].append(scores["s2"][k] - scores["cfg"][k])
             for m in sides:
