@@ -183,8 +183,11 @@ def markdown(r: dict) -> str:
                          f"{q['toy']['value']:.4f}).")]
     a, f = r.get("app_latency", {}), r.get("figures", {})
     if "median_s" in a:
+        exits = a.get("launch_process_s", {})
+        to_exit = (f" (to the finished page; to the process's exit {exits['first_render_s']:.1f} s and "
+                   f"{exits['second_launch_s']:.1f} s)") if exits else ""
         lines += ["", f"App: first picture in a fresh process with empty caches {a['first_render_s']:.1f} s, second launch "
-                      f"{a['second_launch_s']:.1f} s; slider → finished rerun at the defaults, median of the slowest slider "
+                      f"{a['second_launch_s']:.1f} s{to_exit}; slider → finished rerun at the defaults, median of the slowest slider "
                       f"{a['median_s']:.2f} s (λ {a['slider_to_rerun']['lam']['median_s']:.2f} s, ω "
                       f"{a['slider_to_rerun']['omega']['median_s']:.2f} s, step {a['slider_to_rerun']['step']['median_s']:.2f} s)."]
     else:
