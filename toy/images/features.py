@@ -176,8 +176,7 @@ def frechet_distance(real: np.ndarray, gen: np.ndarray) -> float:
     from scipy import linalg
     mr, mg = real.mean(0), gen.mean(0)
     cr, cg = np.cov(real, rowvar=False), np.cov(gen, rowvar=False)
-    covmean, _ = linalg.sqrtm(cr @ cg, disp=False)
-    covmean = np.real(covmean)
+    covmean = np.real(linalg.sqrtm(cr @ cg))     # the matrix square root alone (SciPy drops `disp` in 1.18)
     return float(((mr - mg) ** 2).sum() + np.trace(cr + cg - 2 * covmean))
 
 
