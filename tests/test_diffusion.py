@@ -166,3 +166,47 @@ def test_runtime_settings_do_not_recompile():
     many = sample(D, GuidanceConfig(method="s2", num_drop=7, s2_scale=1.0), scfg, key, 64, 0).x
     assert not np.allclose(one, many)
     assert float(jnp.abs(many - cfg).mean()) > 0
+
+
+def test_rows_split_over_the_cpu_devices_equal_one_device(monkeypatch):
+    """Importing toy splits the CPU into one device per core (two here), and a sampler run of enough
+    rows splits them over the devices: every method gives what the one-device program gives, up to
+    float rounding (XLA's kernels depend on the row count; bit for bit at some sizes), trajectories
+    included, and a non-finite run names the same first bad step."""
+    import os
+
+    import toy.diffusion as D
+    from toy import runtime
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: nothing to split")
+    assert jax.local_device_count() == 2 and runtime.cpu_split_made()
+    n = 2 * runtime.MIN_ROWS_PER_DEVICE
+    assert runtime.rows_mesh(n) is not None and runtime.rows_mesh(n - 2) is None       # too few rows per device
+    assert runtime.rows_mesh(n + 1) is None and runtime.rows_mesh(n, churn=True) is None   # uneven; churn
+    model = init_model(MLPConfig(dim=2, width=32, num_blocks=4), 0)
+    model.out.kernel[...] = jax.random.normal(jax.random.key(1), model.out.kernel[...].shape) * 0.3
+    main = LearnedDenoiser.from_model(model)
+    weak = LearnedDenoiser.from_model(init_model(MLPConfig(dim=2, width=16, num_blocks=2), 1))
+    scfg, key = SamplerConfig(steps=6), jax.random.key(3)
+
+    def one_device(*a, **k):
+        with monkeypatch.context() as m:
+            m.setattr(D, "rows_mesh", lambda n, churn=False: None)
+            return sample(*a, **k)
+    for method in ["cfg", "s2", "s2-naive", "autoguidance", "apg", "cfg++"]:
+        g = GuidanceConfig(method=method, scale=2.0, s2_scale=0.5)
+        split = sample(main, g, scfg, key, n, 1, weak=weak, return_trajectory=True)
+        ref = one_device(main, g, scfg, key, n, 1, weak=weak, return_trajectory=True)
+        # a wrong row order or a share sampled twice moves samples by O(1); rounding by < 1e-3
+        np.testing.assert_allclose(split.x, ref.x, atol=1e-3, err_msg=method)
+        np.testing.assert_allclose(split.trajectory, ref.trajectory, atol=1e-3, err_msg=method)
+        np.testing.assert_allclose(split.denoised, ref.denoised, atol=1e-3, err_msg=method)
+    exact = ExactDenoiser(get_preset("gmm2d"))
+    np.testing.assert_allclose(sample(exact, GuidanceConfig(method="s2"), scfg, key, n, 0).x,
+                               one_device(exact, GuidanceConfig(method="s2"), scfg, key, n, 0).x, atol=1e-3)
+    huge = GuidanceConfig(method="cfg", scale=1e30)
+    with pytest.raises(NonFiniteError) as split_err:
+        sample(main, huge, scfg, key, n, 1)
+    with pytest.raises(NonFiniteError) as one_err:
+        one_device(main, huge, scfg, key, n, 1)
+    assert str(split_err.value) == str(one_err.value)

@@ -113,12 +113,15 @@ print(json.dumps({{"devices": jax.local_device_count(), "losses": [float(v) for 
 def test_data_parallel_training_matches_one_device(tmp_path):
     """With several local devices the batch is sharded over them; the numbers stay the same (the same
     trainer serves the DiT and the MLP; the MLP compiles in a fraction of the time). The one-device run
-    is this process's; the two-device one a fresh process with two host devices."""
+    is this process's (whose two CPU devices, made by importing toy, serve the sampler only: training
+    here stays on one device); the two-device one a fresh process with two host devices of its own."""
     import json
     import os
     import subprocess
     import sys
-    assert jax.local_device_count() == 1
+    from toy.train import shard_batch
+    rows = jnp.ones((4, 1))
+    assert shard_batch(rows) is rows                                     # training on one device here
     one = train(TrainConfig(**DP_TRAIN), folder=tmp_path / "d1", progress=False)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", DP_SCRIPT, str(tmp_path / "d2")], env=env, capture_output=True,

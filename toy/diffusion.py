@@ -19,7 +19,7 @@ import numpy as np
 
 from toy.errors import NonFiniteError, ToyError, check_finite, check_int
 from toy.guidance import GuidanceConfig, guided_step, mask_scores, masks_drawn
-from toy.runtime import draw_size
+from toy.runtime import draw_size, rows_mesh
 
 SOLVERS = ("heun", "euler")
 SIGMA_MAX_RATIO = 16.0      # σ_max ≥ this × σ_data (see SamplerConfig.fit)
@@ -215,6 +215,27 @@ def _sample_jit(main, weak, noise, scores, sigmas, steps, gamma, churn_key, labe
     return x, first_bad, traj, den
 
 
+@functools.partial(jax.jit, static_argnames=("gcfg", "scfg", "n", "dim", "return_trajectory", "mesh"))
+def _sample_rows(main, weak, noise, scores, sigmas, steps, gamma, churn_key, label, dyn, *, gcfg: GuidanceConfig,
+                 scfg: SamplerConfig, n: int, dim: int, return_trajectory: bool, mesh: jax.sharding.Mesh):
+    """`_sample_jit` with the n rows split evenly over the mesh's devices, which run their shares side by
+    side: every row's path depends on its own noise alone (the masks, σ schedule and λ, ω are shared),
+    so each device runs the one-device program on its rows. The first non-finite step is the earliest
+    over the shares."""
+    none_bad = jnp.iinfo(jnp.int32).max
+
+    def share(noise_rows):                                                       # [n / devices, d]
+        x, first_bad, traj, den = _sample_jit(main, weak, noise_rows, scores, sigmas, steps, gamma, churn_key,
+                                              label, dyn, gcfg=gcfg, scfg=scfg, n=n // mesh.size, dim=dim,
+                                              return_trajectory=return_trajectory)
+        first_bad = jax.lax.pmin(jnp.where(first_bad < 0, none_bad, first_bad), "rows")
+        return x, jnp.where(first_bad == none_bad, -1, first_bad), traj, den
+    rows, steps_rows = jax.sharding.PartitionSpec("rows"), jax.sharding.PartitionSpec(None, "rows")
+    return jax.shard_map(share, mesh=mesh, in_specs=rows, out_specs=(rows, jax.sharding.PartitionSpec(),
+                                                                     steps_rows, steps_rows),
+                         check_vma=False)(noise)
+
+
 # Up to this many numbers per state the trajectory is kept whether asked for or not: one compiled program
 # then serves both kinds of call (writing it costs little next to the network), which saves a compile.
 _ALWAYS_TRAJECTORY = 200_000
@@ -248,10 +269,12 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
     if scfg.churn == 0:
         static = replace(static, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0)
     keep = return_trajectory or n * dim <= _ALWAYS_TRAJECTORY
-    x, first_bad, traj, den = _sample_jit(main, weak if gcfg.method == "autoguidance" else None, noise, scores,
-                                          sig_b, jnp.int32(T), jnp.float32(min(scfg.churn / T, math.sqrt(2) - 1)),
-                                          k_churn, jnp.int32(label), gcfg.dynamic(main.num_blocks), gcfg=gcfg.static(),
-                                          scfg=static, n=int(n), dim=int(dim), return_trajectory=keep)
+    mesh = rows_mesh(int(n), churn=scfg.churn > 0)         # both cores, where the rows split evenly
+    run = _sample_jit if mesh is None else functools.partial(_sample_rows, mesh=mesh)
+    x, first_bad, traj, den = run(main, weak if gcfg.method == "autoguidance" else None, noise, scores,
+                                  sig_b, jnp.int32(T), jnp.float32(min(scfg.churn / T, math.sqrt(2) - 1)),
+                                  k_churn, jnp.int32(label), gcfg.dynamic(main.num_blocks), gcfg=gcfg.static(),
+                                  scfg=static, n=int(n), dim=int(dim), return_trajectory=keep)
     bad = int(first_bad)
     if bad >= 0:
         raise NonFiniteError(f"method {gcfg.method!r}: the sampler state became non-finite at step {bad} of "
@@ -265,7 +288,7 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
 def compiled_samplers() -> int:
     """How many sampler programs this process has compiled (one per method, shape and sampler
     config; runtime settings such as λ, ω or the number of dropped blocks never add one)."""
-    return _sample_jit._cache_size()
+    return _sample_jit._cache_size() + _sample_rows._cache_size()
 
 
 def _dim_of(denoiser) -> int:

@@ -12,6 +12,52 @@ import os
 from pathlib import Path
 
 import jax
+import numpy as np
+
+# Rows per device below which a sampler run stays on one device (its small products gain nothing).
+MIN_ROWS_PER_DEVICE = 256
+_split = {"made": False}
+
+
+def split_cpu_cores() -> bool:
+    """Give JAX one CPU device per core (two at most; `TOY_CPU_DEVICES=N` asks for N, 1 turns it off),
+    so that a sampler run can split its rows over them (`rows_mesh`). On two cores XLA keeps only about
+    1.2 cores busy with the products of a 1,000-row pass, and both with two 500-row halves run side by
+    side (docs/performance.md). Must run before JAX starts its backend: `toy/__init__.py` calls it.
+    Does nothing where the user chose a device count (XLA's host-device flag, JAX_NUM_CPU_DEVICES) or
+    JAX already runs; returns whether it made the devices."""
+    if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+            or "JAX_NUM_CPU_DEVICES" in os.environ):
+        return False
+    try:
+        want = int(os.environ.get("TOY_CPU_DEVICES", min(2, os.cpu_count() or 1)))
+    except ValueError:
+        want = 1
+    if want < 2:
+        return False
+    try:
+        jax.config.update("jax_num_cpu_devices", want)
+    except RuntimeError:          # JAX's backend already started in this process: keep its devices
+        return False
+    _split["made"] = True
+    return True
+
+
+def cpu_split_made() -> bool:
+    """Whether this process's CPU devices are `split_cpu_cores`' (then they serve the sampler's rows
+    only; training keeps to one device, as on a machine with one device)."""
+    return _split["made"]
+
+
+def rows_mesh(n: int, churn: bool = False) -> jax.sharding.Mesh | None:
+    """The mesh a sampler run of n rows splits its rows over: every local CPU device when there are
+    several, n divides evenly and each gets at least MIN_ROWS_PER_DEVICE rows; None (one device) else.
+    Not with churn, whose noise is drawn at the whole batch's shape."""
+    devices = jax.local_devices()
+    k = len(devices)
+    if churn or k < 2 or devices[0].platform != "cpu" or n % k or n // k < MIN_ROWS_PER_DEVICE:
+        return None
+    return jax.sharding.Mesh(np.asarray(devices), ("rows",))
 
 
 def draw_size(n: int, low: int) -> int:

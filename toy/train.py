@@ -42,7 +42,7 @@ from toy.diffusion import edm_loss, exact_score_loss
 from toy.errors import ToyError, check_finite, check_int
 from toy.mixtures import ConditionalMixture, get_preset
 from toy.nets import LearnedDenoiser, MLPConfig
-from toy.runtime import cache_dir
+from toy.runtime import cache_dir, cpu_split_made
 
 LOSSES = ("edm", "exact")
 SHIPPED = Path(__file__).resolve().parent / "weights"      # finished checkpoints that ship with the package
@@ -142,9 +142,11 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
 
 
 def shard_batch(x: jax.Array) -> jax.Array:
-    """Split the batch axis over all local devices (data parallel); a no-op on one device."""
+    """Split the batch axis over all local devices (data parallel); a no-op on one device, and on the
+    CPU devices `runtime.split_cpu_cores` makes for the sampler (training's large products already
+    keep both cores busy, and its numbers stay those of one device)."""
     devices = jax.local_devices()
-    if len(devices) < 2 or x.shape[0] % len(devices):
+    if len(devices) < 2 or x.shape[0] % len(devices) or cpu_split_made():
         return x
     mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
     spec = jax.sharding.PartitionSpec("data", *([None] * (x.ndim - 1)))
