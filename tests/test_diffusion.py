@@ -210,3 +210,23 @@ def test_rows_split_over_the_cpu_devices_equal_one_device(monkeypatch):
     with pytest.raises(NonFiniteError) as one_err:
         one_device(main, huge, scfg, key, n, 1)
     assert str(split_err.value) == str(one_err.value)
+
+
+def test_cpu_split_setting():
+    """TOY_CPU_DEVICES=1 keeps one CPU device; a value that is not an integer from 1 to 256 is ignored
+    with a warning that names it; a device count set through XLA's flag is left alone."""
+    import os
+    import subprocess
+    import sys
+    code = "import warnings; warnings.simplefilter('always'); import toy, jax; print('devices', len(jax.devices()))"
+
+    def run(**env):
+        base = {k: v for k, v in os.environ.items() if k not in ("TOY_CPU_DEVICES", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+        r = subprocess.run([sys.executable, "-c", code], env={**base, "JAX_PLATFORMS": "cpu", **env},
+                           capture_output=True, text=True, check=True)
+        return int(r.stdout.split("devices ")[1]), r.stderr
+    assert run(TOY_CPU_DEVICES="1") == (1, "")
+    count, err = run(TOY_CPU_DEVICES="two")
+    assert count == 1 and "TOY_CPU_DEVICES='two' ignored" in err and "from 1 to 256" in err
+    assert run(TOY_CPU_DEVICES="3")[0] == 3
+    assert run(XLA_FLAGS="--xla_force_host_platform_device_count=4", TOY_CPU_DEVICES="2")[0] == 4

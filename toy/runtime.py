@@ -9,6 +9,7 @@ wins. Call it before the first jitted call.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import jax
@@ -29,10 +30,12 @@ def split_cpu_cores() -> bool:
     if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
             or "JAX_NUM_CPU_DEVICES" in os.environ):
         return False
-    try:
-        want = int(os.environ.get("TOY_CPU_DEVICES", min(2, os.cpu_count() or 1)))
-    except ValueError:
-        want = 1
+    asked = os.environ.get("TOY_CPU_DEVICES")
+    want = min(2, os.cpu_count() or 1) if asked is None else (int(asked) if asked.strip().isdigit() else 0)
+    if not 1 <= want <= 256:
+        warnings.warn(f"TOY_CPU_DEVICES={asked!r} ignored: it must be an integer from 1 to 256 (1: one CPU "
+                      f"device); the CPU stays one device", stacklevel=2)
+        return False
     if want < 2:
         return False
     try:
