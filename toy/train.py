@@ -146,7 +146,7 @@ def shard_batch(x: jax.Array) -> jax.Array:
     CPU devices `runtime.split_cpu_cores` makes for the sampler (training's large products already
     keep both cores busy, and its numbers stay those of one device)."""
     devices = jax.local_devices()
-    if len(devices) < 2 or x.shape[0] % len(devices) or cpu_split_made():
+    if len(devices) < 2 or x.shape[0] % len(devices) or (cpu_split_made() and devices[0].platform == "cpu"):
         return x
     mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
     spec = jax.sharding.PartitionSpec("data", *([None] * (x.ndim - 1)))
