@@ -1,9 +1,12 @@
-"""Where the simulator keeps what it makes once: trained networks and compiled programs.
+"""Where the simulator keeps what it makes once (trained networks, compiled programs), and how it uses the CPU.
 
 `cache_dir()` is `$TOY_CACHE_DIR`, else `~/.cache/s2-toy`. `enable_compilation_cache()` points JAX's
 persistent compilation cache at `cache_dir()/xla`, so a second launch of the app (or any command)
 loads its compiled samplers instead of compiling them again; an explicit JAX_COMPILATION_CACHE_DIR
 wins. Call it before the first jitted call.
+
+And how the process uses the CPU: `split_cpu_cores()` (run when `toy` is imported) makes one JAX CPU
+device per core, and `rows_mesh(n)` says over which devices a sampler run of n rows splits its rows.
 """
 
 from __future__ import annotations
