@@ -214,15 +214,16 @@ def test_rows_split_over_the_cpu_devices_equal_one_device(monkeypatch):
 
 def test_cpu_split_setting():
     """TOY_CPU_DEVICES=1 keeps one CPU device; a value that is not an integer from 1 to 256 is ignored
-    with a warning that names it; a device count set through XLA's flag is left alone."""
+    with a warning that names it; a device count the user set (XLA's flag, JAX's setting in the
+    environment or through jax.config before importing toy) is left alone."""
     import os
     import subprocess
     import sys
     code = "import warnings; warnings.simplefilter('always'); import toy, jax; print('devices', len(jax.devices()))"
 
-    def run(**env):
+    def run(first="", **env):
         base = {k: v for k, v in os.environ.items() if k not in ("TOY_CPU_DEVICES", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
-        r = subprocess.run([sys.executable, "-c", code], env={**base, "JAX_PLATFORMS": "cpu", **env},
+        r = subprocess.run([sys.executable, "-c", first + code], env={**base, "JAX_PLATFORMS": "cpu", **env},
                            capture_output=True, text=True, check=True)
         return int(r.stdout.split("devices ")[1]), r.stderr
     assert run(TOY_CPU_DEVICES="1") == (1, "")
@@ -230,3 +231,5 @@ def test_cpu_split_setting():
     assert count == 1 and "TOY_CPU_DEVICES='two' ignored" in err and "from 1 to 256" in err
     assert run(TOY_CPU_DEVICES="3")[0] == 3
     assert run(XLA_FLAGS="--xla_force_host_platform_device_count=4", TOY_CPU_DEVICES="2")[0] == 4
+    assert run(JAX_NUM_CPU_DEVICES="3")[0] == 3
+    assert run("import jax; jax.config.update('jax_num_cpu_devices', 4); ")[0] == 4

@@ -28,10 +28,11 @@ def split_cpu_cores() -> bool:
     so that a sampler run can split its rows over them (`rows_mesh`). On two cores XLA keeps only about
     1.2 cores busy with the products of a 1,000-row pass, and both with two 500-row halves run side by
     side (docs/performance.md). Must run before JAX starts its backend: `toy/__init__.py` calls it.
-    Does nothing where the user chose a device count (XLA's host-device flag, JAX_NUM_CPU_DEVICES) or
-    JAX already runs; returns whether it made the devices."""
+    Does nothing where the user chose a device count (XLA's host-device flag, or JAX's
+    `jax_num_cpu_devices`, set in the environment or by `jax.config.update`) or JAX already runs;
+    returns whether it made the devices."""
     if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-            or "JAX_NUM_CPU_DEVICES" in os.environ):
+            or jax.config.jax_num_cpu_devices != -1):         # -1: JAX's default, nobody chose a count
         return False
     asked = os.environ.get("TOY_CPU_DEVICES")
     want = min(2, os.cpu_count() or 1) if asked is None else (int(asked) if asked.strip().isdigit() else 0)
