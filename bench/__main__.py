@@ -37,7 +37,8 @@ from bench.quality import bench_time_to_quality
 from toy import files
 from toy.diffusion import SamplerConfig, sample
 from toy.guidance import MASK_METHODS, METHODS, GuidanceConfig
-from toy.mixtures import ConditionalMixture, GaussianMixture, tree_branches
+from toy.mixtures import ConditionalMixture, GaussianMixture
+from toy.presets import tree_branches
 from toy.nets import LearnedDenoiser, MLPConfig, init_model, param_count
 from toy.train import TrainConfig, chunk_runner, init_state, model_config, optimizer
 

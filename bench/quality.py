@@ -87,7 +87,7 @@ def run_edm2(path: str, python: str, iters: int, batch: int, n: int, workdir: Pa
 
 def edm2_tree(mix: dict):
     """edm2's tree as our ConditionalMixture (one class), from the parameters its run printed."""
-    from toy.mixtures import from_dict
+    from toy.presets import from_dict
     return from_dict({"classes": [mix], "class_names": ["tree"], "name": "edm2-tree"}, name="edm2-tree")
 
 

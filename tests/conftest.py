@@ -18,6 +18,11 @@ _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"s2-toy-xla-{_RUN}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
+# As every entry point does: one JAX CPU device per core for the samplers (importing toy alone changes nothing).
+from toy import runtime  # noqa: E402
+
+runtime.setup()
+
 # Longest modules first. With `--dist loadfile --no-loadscope-reorder` xdist hands out whole modules in
 # collection order, a worker taking the next one as it finishes; a long module handed out last ran
 # alone on one worker for a minute or more. The seconds (runs of the suite on 2 cores) only set the

@@ -73,14 +73,17 @@ def test_every_widget_at_its_extremes(app):
     # the weak model): each method at each step count is one more sampler to compile
     app.multiselect(key="methods").set_value(["autoguidance", "s2-naive", "fixed-block"])
     app.select_slider(key="samples").set_value(200)
-    for extremes in [dict(lam=10.0, omega=2.0, num_drop=7, num_masks=16, fixed_block=7, interval=(0.0, 1.0), steps=128),
-                     dict(lam=0.0, omega=0.0, num_drop=1, num_masks=1, fixed_block=1, interval=(0.0, 0.0), steps=4)]:
+    rerun(app)          # the widgets of the settings these methods read appear (from the schema)
+    keys = {w.key for w in app.sidebar if getattr(w, "key", None)}
+    assert {"lam", "omega", "num_drop", "num_masks", "fixed_blocks", "interval"} <= keys and "apg_eta" not in keys
+    for extremes in [dict(lam=10.0, omega=2.0, num_drop=7, num_masks=16, fixed_blocks=[7], interval=(0.0, 1.0), steps=128),
+                     dict(lam=0.0, omega=0.0, num_drop=1, num_masks=1, fixed_blocks=[1], interval=(0.0, 0.0), steps=4)]:
         for key, v in extremes.items():
-            app.slider(key=key).set_value(v)
+            (app.multiselect if key == "fixed_blocks" else app.slider)(key=key).set_value(v)
         rerun(app)
         assert len(app.error) == 0 or all("non-finite" in e.value for e in app.error)
         assert len(table(app)) + len(app.error) == 4
-    app.number_input(key="seed").set_value(1_000_000)
+    app.number_input(key="seed").set_value(2**31 - 1)          # the seed range of the command line
     app.radio(key="weak").set_value("early")
     app.selectbox(key="label").set_value(1)
     rerun(app)
@@ -155,7 +158,7 @@ def test_url_settings_and_paper_defaults(gmm1d_models):
     assert at.slider(key="lam").value == 5.0 and at.multiselect(key="methods").value == ["cfg", "s2"]
     assert at.slider(key="steps").value == 8 and at.slider(key="omega").value == 0.25
     assert len(at.warning) == 1 and "omega=9" in at.warning[0].value and "bogus" in at.warning[0].value
-    assert at.query_params["lam"] in ("5.0", ["5.0"]) and "omega" not in at.query_params   # defaults stay out of the URL
+    assert at.query_params["lam"] in ("5", ["5"]) and "omega" not in at.query_params   # defaults stay out of the URL
     at.button(key="reset").click()
     rerun(at)
     assert at.slider(key="lam").value == 3.0 and at.multiselect(key="methods").value == ["cfg", "autoguidance", "s2"]

@@ -61,7 +61,7 @@ def test_url_settings_and_the_step_slider_in_a_browser(server, tmp_path):
         settled(page)
         lam = page.get_by_role("group", name="Guidance scale λ").locator('input[type="range"]')
         assert float(lam.input_value()) == 4.5
-        assert page.get_by_role("group", name="Steps (Heun)").locator('input[type="range"]').input_value() == "12"
+        assert page.get_by_role("group", name="Steps").locator('input[type="range"]').input_value() == "12"
         chosen = page.locator('[data-testid="stMultiSelect"]').first.inner_text()
         assert "CFG" in chosen and "S²" in chosen and "Autoguidance" not in chosen
         assert page.locator('[data-testid="stImage"]').count() == 3       # columns, the sampler in time, mechanism

@@ -9,7 +9,7 @@ from scipy.stats import wasserstein_distance
 from toy.diffusion import SamplerConfig, draw_mask_scores, draw_size, edm_sigmas, initial_noise, sample
 from toy.errors import NonFiniteError, ToyError
 from toy.guidance import GuidanceConfig, mask_scores
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 from toy.nets import ExactDenoiser, LearnedDenoiser, MLPConfig, init_model
 
 N = 4000
@@ -179,7 +179,7 @@ def test_rows_split_over_the_cpu_devices_equal_one_device(monkeypatch):
     from toy import runtime
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: nothing to split")
-    assert jax.local_device_count() == 2 and runtime.cpu_split_made()
+    assert jax.local_device_count() == 2 and runtime.data_devices() == jax.local_devices()[:1]
     n = 2 * runtime.MIN_ROWS_PER_DEVICE
     assert runtime.rows_mesh(n) is not None and runtime.rows_mesh(n - 2) is None       # too few rows per device
     assert runtime.rows_mesh(n + 1) is None and runtime.rows_mesh(n, churn=True) is None   # uneven; churn
@@ -212,6 +212,20 @@ def test_rows_split_over_the_cpu_devices_equal_one_device(monkeypatch):
     assert str(split_err.value) == str(one_err.value)
 
 
+def test_importing_toy_leaves_jax_alone():
+    """`import toy` (and every core module) changes nothing in JAX's configuration: a program that
+    embeds the simulator keeps its own devices until it calls `toy.runtime.setup()`."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("TOY_CPU_DEVICES", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    code = ("import toy, toy.guidance, toy.diffusion, toy.train, toy.evaluation, jax; print(jax.device_count()); "
+            "import toy.runtime; print(toy.runtime.setup())")
+    r = subprocess.run([sys.executable, "-c", code], env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True,
+                       text=True, check=True)
+    assert r.stdout.split() == ["1", "False"]       # setup after JAX started: it keeps JAX's devices
+
+
 def test_cpu_split_setting():
     """TOY_CPU_DEVICES=1 keeps one CPU device; a value that is not an integer from 1 to 256 is ignored
     with a warning that names it; a device count the user set (XLA's flag, JAX's setting in the
@@ -219,7 +233,8 @@ def test_cpu_split_setting():
     import os
     import subprocess
     import sys
-    code = "import warnings; warnings.simplefilter('always'); import toy, jax; print('devices', len(jax.devices()))"
+    code = ("import warnings; warnings.simplefilter('always'); import toy.runtime, jax; toy.runtime.setup(); "
+            "print('devices', len(jax.devices()))")
 
     def run(first="", **env):
         base = {k: v for k, v in os.environ.items() if k not in ("TOY_CPU_DEVICES", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}

@@ -13,7 +13,7 @@ from toy import metrics as M
 from toy.compare import CompareConfig, run_compare
 from toy.diffusion import SamplerConfig
 from toy.guidance import GuidanceConfig
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 
 
 @pytest.mark.parametrize("preset", ["gmm1d", "gmm2d"])

@@ -18,7 +18,7 @@ import pytest
 
 from toy import checkpoint
 from toy.__main__ import main
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 from toy.train import checkpoint_path, model_set_configs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +191,7 @@ def _drop_header_key(path, key):
 ])
 def test_custom_mixture_text_is_one_error(text, needle):
     from toy.errors import ToyError
-    from toy.mixtures import parse_json
+    from toy.presets import parse_json
     with pytest.raises(ToyError, match=needle) as e:
         parse_json(text)
     assert "\n" not in str(e.value)

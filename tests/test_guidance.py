@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from toy import guidance as G
+from toy import settings as S
 from toy.diffusion import SamplerConfig, sample
 from toy.errors import ToyError
 from toy.guidance import GuidanceConfig, guided_prediction
@@ -22,15 +23,18 @@ def preds(seed=0, n=16, d=2):
 
 def test_formula_invariants():
     du, dc, dsub, dw = preds()
+    n_du, n_dc, n_ds, n_dw = map(np.asarray, (du, dc, dsub, dw))
     np.testing.assert_allclose(G.cfg(du, dc, 1.0), dc, atol=1e-6)                  # λ = 1: conditional
     np.testing.assert_allclose(G.cfg(du, dc, 0.0), du, atol=1e-6)                  # λ = 0: unconditional
+    np.testing.assert_allclose(G.cfg(du, dc, 2.5), n_dc + 1.5 * (n_dc - n_du), atol=1e-5)   # D_c + (λ − 1)(D_c − D_∅)
     np.testing.assert_allclose(G.s2(du, dc, dsub, 3.0, 0.0), G.cfg(du, dc, 3.0))   # ω = 0: CFG
     np.testing.assert_allclose(G.s2(du, dc, dc, 3.0, 0.7), G.cfg(du, dc, 3.0))     # full-network "sub": CFG
     np.testing.assert_allclose(G.s2_naive(du, dc, dsub[None], 3.0, 0.25), G.s2(du, dc, dsub, 3.0, 0.25), atol=1e-6)
     np.testing.assert_allclose(G.autoguidance(dw, dc, 1.0), dc, atol=1e-6)
-    # Eq. 3 by hand for N = 2
+    np.testing.assert_allclose(G.autoguidance(dw, dc, 2.0), 2 * n_dc - n_dw, atol=1e-5)
+    # Eq. 3 in NumPy for N = 2, written as CFG's extrapolation plus the mean correction
     subs = jnp.stack([dsub, dw])
-    by_hand = du + 2.0 * (dc - du) - 0.5 / 2 * ((dsub - dc) + (dw - dc))
+    by_hand = n_dc + 1.0 * (n_dc - n_du) - 0.5 * np.mean([n_ds - n_dc, n_dw - n_dc], axis=0)
     np.testing.assert_allclose(G.s2_naive(du, dc, subs, 2.0, 0.5), by_hand, atol=1e-5)
 
 
@@ -104,7 +108,7 @@ def call(net, method, dyn, key=0, position=0.5, **kw):
     lam, omega, lo, hi = dyn
     gcfg = GuidanceConfig(method=method, scale=lam, s2_scale=omega, interval=(lo, hi), **kw).validate(net.num_blocks)
     # as the sampler does: the static part selects the program, the dynamic part feeds it
-    return x, _guided(gcfg.static(), net, x, jax.random.key(key), jnp.float32(position), gcfg.dynamic(net.num_blocks))
+    return x, _guided(gcfg.static(), net, x, jax.random.key(key), jnp.float32(position), gcfg.runtime(net.num_blocks))
 
 
 def test_guided_prediction_invariants(net):
@@ -144,33 +148,52 @@ def test_s2_and_fixed_block_by_hand(net):
 
 def test_baseline_formulas_by_hand():
     du, dc, _, x = preds(3)
-    d, d_r = G.cfg_pp(du, dc, 0.4)
-    np.testing.assert_allclose(d, du + 0.4 * (dc - du), atol=1e-6)
-    np.testing.assert_array_equal(d_r, du)
     # CFG-Zero*: by hand in NumPy on ε = (x − D)/σ
     sigma = 2.0
     eu, ec = (np.asarray(x) - np.asarray(du)) / sigma, (np.asarray(x) - np.asarray(dc)) / sigma
     s = (ec * eu).sum(1, keepdims=True) / (eu**2).sum(1, keepdims=True)
-    np.testing.assert_allclose(G.cfg_zero_star(x, sigma, du, dc, 3.0), np.asarray(x) - sigma * (s * eu + 3 * (ec - s * eu)),
+    np.testing.assert_allclose(G.cfg_zero_star(x, sigma, du, dc, scale=3.0), np.asarray(x) - sigma * (s * eu + 3 * (ec - s * eu)),
                                rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(G.cfg_zero_star(x, sigma, du, dc, 1.0), dc, atol=1e-5)     # λ = 1: conditional
+    np.testing.assert_allclose(G.cfg_zero_star(x, sigma, du, dc, scale=1.0), dc, atol=1e-5)     # λ = 1: conditional
+    np.testing.assert_array_equal(G.cfg_zero_star(x, sigma, du, dc, 0, scale=3.0, zero_init_steps=1), x)   # zero-init
     # APG: no momentum, no threshold, η = 1 recombines the two parts into plain CFG
     zero = jnp.zeros_like(du)
-    d, run = G.apg(du, dc, 3.0, zero, eta=1.0, momentum=0.0, norm_threshold=1e9)
+    apg = functools.partial(G.apg, scale=3.0)
+    d, run = apg(du, dc, zero, apg_eta=1.0, apg_momentum=0.0, apg_norm_threshold=1e9)
     np.testing.assert_allclose(d, G.cfg(du, dc, 3.0), atol=1e-5)
     np.testing.assert_allclose(run, dc - du, atol=1e-6)
     # η = 0 removes the part parallel to D_c; the norm threshold bounds the update
-    d, _ = G.apg(du, dc, 3.0, zero, eta=0.0, momentum=0.0, norm_threshold=0.1)
+    d, _ = apg(du, dc, zero, apg_eta=0.0, apg_momentum=0.0, apg_norm_threshold=0.1)
     upd = np.asarray(d - dc)
     np.testing.assert_allclose((upd * np.asarray(dc)).sum(1), 0.0, atol=1e-5)
     assert np.all(np.linalg.norm(upd, axis=1) <= 2 * 0.1 + 1e-5)
     # momentum: the running average is Δ + β·previous
-    _, run2 = G.apg(du, dc, 3.0, run, eta=0.0, momentum=-0.5, norm_threshold=1e9)
+    _, run2 = apg(du, dc, run, apg_eta=0.0, apg_momentum=-0.5, apg_norm_threshold=1e9)
     np.testing.assert_allclose(run2, (dc - du) - 0.5 * run, atol=1e-6)
     # guidance interval: CFG inside (lo, hi], conditional outside
-    np.testing.assert_allclose(G.guidance_interval(du, dc, 3.0, 1.0, 0.28, 5.42), G.cfg(du, dc, 3.0))
-    np.testing.assert_allclose(G.guidance_interval(du, dc, 3.0, 10.0, 0.28, 5.42), dc)
-    np.testing.assert_allclose(G.guidance_interval(du, dc, 3.0, 0.1, 0.28, 5.42), dc)
+    gi = functools.partial(G.guidance_interval, scale=3.0, gi_sigma=(0.28, 5.42))
+    np.testing.assert_allclose(gi(du, dc, 1.0), G.cfg(du, dc, 3.0))
+    np.testing.assert_allclose(gi(du, dc, 10.0), dc)
+    np.testing.assert_allclose(gi(du, dc, 0.1), dc)
+
+
+def test_cfgpp_sampler_is_a_ddim_step_renoised_with_the_unconditional_noise():
+    """CFG++ through the sampler against an independent NumPy loop on the exact denoiser: one
+    evaluation per step (first order, whatever the solver), x_next = D̃ + σ_next·(x − D_∅)/σ."""
+    from toy.nets import ExactDenoiser
+    from toy.presets import get_preset
+    mix = get_preset("gmm1d")
+    exact, scfg = ExactDenoiser(mix), SamplerConfig(steps=6)
+    res = sample(exact, GuidanceConfig(method="cfg++", cfgpp_scale=0.4), scfg, jax.random.key(2), 64, 0,
+                 return_trajectory=True)
+    sig = res.sigmas
+    x = np.asarray(res.trajectory[0], np.float64)
+    for i in range(len(sig) - 1):
+        xf = np.asarray(x, np.float32)
+        du = np.asarray(mix.denoise(xf, sig[i], np.full(64, mix.null_label)), np.float64)
+        dc = np.asarray(mix.denoise(xf, sig[i], np.zeros(64, np.int32)), np.float64)
+        x = du + 0.4 * (dc - du) + sig[i + 1] * (x - du) / sig[i]
+    np.testing.assert_allclose(res.x, x, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("kwargs,needle", [
@@ -205,7 +228,8 @@ def test_fields_a_method_does_not_read_do_not_change_its_samples(small_nets, met
     # canonical() is a cache key (the app reuses a method's samples when only other fields move):
     # changing every field outside REGISTRY[method].params must leave the samples bit-identical.
     main, weak = small_nets
-    assert set(_ALT) | {"method", "shared_prefix"} == set(GuidanceConfig.__dataclass_fields__)
+    assert set(_ALT) | {"method", "shared_prefix", "extra"} == set(GuidanceConfig.__dataclass_fields__)
+    assert set(_ALT) == set(S.GUIDANCE)                 # every field is a declared setting
     base = GuidanceConfig(method=method)
     other = GuidanceConfig(method=method, **{f: v for f, v in _ALT.items() if f not in G.REGISTRY[method].params})
     assert other != base and other.canonical() == base.canonical()

@@ -10,7 +10,7 @@ import pytest
 from toy import mechanism as MX
 from toy.diffusion import SamplerConfig, edm_sigmas, sample
 from toy.guidance import GuidanceConfig
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 from toy.nets import ExactDenoiser
 
 

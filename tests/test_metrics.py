@@ -9,7 +9,7 @@ from scipy.stats import norm, wasserstein_distance
 from toy import evaluation as E
 from toy import metrics as M
 from toy.errors import ToyError
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 
 rng = np.random.default_rng(0)
 

@@ -65,14 +65,14 @@ def test_every_method_same_with_and_without_shared_prefix(method):
                            fixed_blocks=(2, 4), shared_prefix=shared).validate(net.num_blocks)
         step = jax.jit(lambda x, key, g=g: guided_step(g.static(), net, net, x, jnp.float32(1.1), label,
                                                         mask_scores(key, max(1, masks_drawn(g)), net.num_blocks),
-                                                        jnp.float32(0.5), g.dynamic(net.num_blocks),
+                                                        jnp.float32(0.5), g.runtime(net.num_blocks),
                                                         jnp.zeros_like(x), 3)[0])
         outs.append([step(x, jax.random.key(k)) for k in range(4)])
     np.testing.assert_allclose(np.stack(outs[0]), np.stack(outs[1]), atol=3e-5)
     if method in MASK_METHODS:      # the sub-network term is really there
         g = GuidanceConfig(method="cfg", scale=2.5).validate()
         d_cfg = guided_step(g, net, net, x, jnp.float32(1.1), label, jnp.zeros((0, net.num_blocks)), jnp.float32(0.5),
-                            g.dynamic(net.num_blocks), jnp.zeros_like(x), 3)[0]
+                            g.runtime(net.num_blocks), jnp.zeros_like(x), 3)[0]
         assert not np.allclose(outs[0][0], d_cfg, atol=1e-4)
 
 
@@ -100,6 +100,6 @@ def test_dit_mask_methods_same_with_and_without_shared_prefix(method):
                            fixed_blocks=(1,), shared_prefix=shared).validate(net.num_blocks)
         step = jax.jit(lambda key, g=g: guided_step(g.static(), net, net, x, jnp.float32(1.1), label,
                                                      mask_scores(key, max(1, masks_drawn(g)), net.num_blocks),
-                                                     jnp.float32(0.5), g.dynamic(net.num_blocks), jnp.zeros_like(x), 3)[0])
+                                                     jnp.float32(0.5), g.runtime(net.num_blocks), jnp.zeros_like(x), 3)[0])
         outs.append([step(jax.random.key(k)) for k in range(2)])
     np.testing.assert_allclose(np.stack(outs[0]), np.stack(outs[1]), atol=3e-5)

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ["toy", "toy.layers", "toy.mixtures", "toy.nets", "toy.prefix", "toy.guidance", "toy.diffusion", "toy.train",
         "toy.checkpoint", "toy.metrics", "toy.evaluation", "toy.mechanism", "toy.compare", "toy.plotting",
-        "toy.claims", "toy.files", "toy.errors"]
+        "toy.claims", "toy.files", "toy.errors", "toy.settings", "toy.presets", "toy.plugins", "toy.cache"]
 
 
 def test_core_imports_nothing_of_the_image_experiment():
@@ -61,3 +61,37 @@ def test_runtime_imports_are_declared():
     third = {m for m in used if m not in stdlib and m not in {"toy", "bench"} and m not in optional}
     missing = sorted(m for m in third if dist_of.get(m, m).lower().replace("-", "_") not in names)
     assert not missing, f"imported at run time but not in [project].dependencies: {missing}"
+
+
+def _between(text: str, name: str) -> str:
+    start = text.index(f"<!-- {name}:begin")
+    return text[text.index("\n", start) + 1:text.index(f"<!-- {name}:end -->")].rstrip("\n")
+
+
+def test_docs_tables_are_the_schemas_and_the_registrys():
+    """README's method table and docs/cli.md's option table are generated from the registry and the
+    settings schema: they cannot drift from the code."""
+    from toy.__main__ import COMPARE_SETTINGS
+    from toy.guidance import method_table
+    from toy.settings import options_table
+    root = Path(__file__).resolve().parents[1]
+    assert _between((root / "README.md").read_text(), "methods") == method_table()
+    assert _between((root / "docs" / "cli.md").read_text(), "settings") == options_table(flagged=COMPARE_SETTINGS)
+
+
+def test_the_ground_truth_stands_alone():
+    """toy.mixtures (the closed forms) imports nothing of the network, training or guidance side."""
+    code = ("import sys; import toy.mixtures; "
+            "print(sorted(m for m in sys.modules if m.startswith('toy.') and m not in "
+            "('toy.mixtures', 'toy.errors', 'toy.runtime')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_no_method_is_special_cased_outside_the_registry():
+    """A method lives in its registry declaration only: no `method == "..."` test and no positional
+    runtime array (`dyn[...]`) anywhere in the package or the app."""
+    pattern = re.compile(r'method == "|dyn\[')
+    hits = [f"{p.relative_to(ROOT)}:{i}" for p in [*ROOT.glob("toy/**/*.py"), ROOT / "app.py"]
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []

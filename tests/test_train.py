@@ -18,9 +18,10 @@ from toy import checkpoint
 from toy.diffusion import SamplerConfig, sample
 from toy.errors import CheckpointError
 from toy.guidance import GuidanceConfig
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 from toy.nets import LearnedDenoiser, MLPConfig, init_model
-from toy.train import TrainConfig, checkpoint_path, chunk_ends, init_state, optimizer, train, training_masks
+from toy.train import (TrainConfig, checkpoint_path, chunk_ends, init_state, mixture_batch, optimizer, train,
+                       training_masks)
 
 # The whole module runs in one worker (--dist loadfile): its reference run is made once.
 
@@ -40,7 +41,7 @@ def assert_same(a, b):
 def denoise_error(D, n=4096):
     """EDM-weighted squared distance of D from the exact denoiser on a fixed batch of noisy points."""
     mix = get_preset("gmm1d")
-    x0, labels = mix.sample(jax.random.key(123), n, label_dropout=0.2)
+    x0, labels = mixture_batch(mix, jax.random.key(123), n, 0.2)
     sigma = np.exp(np.random.default_rng(0).normal(-0.5, 1.2, size=n)).astype(np.float32)
     x = np.asarray(x0) + sigma[:, None] * np.random.default_rng(1).normal(size=(n, 1)).astype(np.float32)
     sd = mix.sigma_data()
@@ -236,3 +237,17 @@ def test_shipped_weights_are_what_training_makes(tmp_path):
     assert loaded.loaded and loaded.path == path
     for a, b in zip(leaves(loaded.model.params), leaves(fresh.model.params), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_label_dropout_is_the_training_batchs():
+    """Label dropout belongs to training: `mixture_batch` replaces each label by ∅ with the asked
+    probability, keeps the samples the mixture draws, and leaves the other labels as they were."""
+    cm = get_preset("gmm2d")
+    key = jax.random.key(1)
+    x, labels = mixture_batch(cm, key, 20_000, 0.3)
+    x0, labels0 = cm.sample(key, 20_000)
+    np.testing.assert_array_equal(x, x0)
+    dropped = np.asarray(labels) == cm.null_label
+    assert abs(dropped.mean() - 0.3) < 0.02
+    np.testing.assert_array_equal(np.asarray(labels)[~dropped], np.asarray(labels0)[~dropped])
+    assert not np.any(np.asarray(mixture_batch(cm, key, 1000, 0.0)[1]) == cm.null_label)

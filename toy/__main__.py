@@ -11,8 +11,9 @@ import argparse
 import sys
 
 from toy.errors import ToyError
+from toy.settings import SEED_MAX
 
-SEED_RANGE = (0, 2**31 - 1)          # one range for every seed of every command
+SEED_RANGE = (0, SEED_MAX)          # one range for every seed of every command (toy.settings)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,19 +66,39 @@ def _ints(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
 
 
-def _guidance_args(c) -> None:
-    c.add_argument("--guidance-scale", type=_float, default=3.0, help="λ ≥ 0 (1 = no guidance)")
-    c.add_argument("--drop-ratio", type=_float, default=0.1, help="fraction of droppable blocks dropped, in (0, 1)")
-    c.add_argument("--num-drop", type=_int, default=None, help="blocks dropped per mask (overrides --drop-ratio)")
-    c.add_argument("--exclude", type=_ints, default=(0,), help="blocks never dropped (default 0)")
-    c.add_argument("--steps", type=_int, default=32, help="sampler steps")
-    c.add_argument("--solver", default="heun", help="heun or euler")
-    c.add_argument("--label", type=_int, default=0, help="the class to sample")
+COMPARE_SETTINGS = ("scale", "s2_scale", "drop_ratio", "num_drop", "exclude", "interval", "num_masks", "fixed_blocks")
+MECHANISM_SETTINGS = ("scale", "drop_ratio", "num_drop", "exclude")      # the masks S² would draw, along CFG
+
+
+def plugin_args(c) -> None:
+    """--plugin FILE and --set NAME=VALUE: methods and settings from outside the package."""
+    c.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a Python file that registers guidance methods (docs/extending.md); repeatable")
+    c.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="set_values",
+                   help="any guidance setting by name, a plugin's own too (python -m toy compare --help lists "
+                        "the built-in ones); repeatable")
+
+
+def _guidance_args(c, names) -> None:
+    from toy.settings import add_options
+    add_options(c, names)
+    add_options(c, ("steps", "solver", "label"))
     c.add_argument("--quick", action="store_true", help="quick-trained models, fewer samples")
     c.add_argument("--ideal-blur", type=_float, default=1.0, help="δ of the ideal weak model (the truth with "
                    "covariances + δ²I)")
     c.add_argument("--json", default=None, help="write the results here (JSON)")
     c.add_argument("--cache-dir", default=None, help="checkpoint folder (default $TOY_CACHE_DIR or ~/.cache/s2-toy)")
+    plugin_args(c)
+
+
+def guidance_from_args(args, names, **fixed):
+    """The GuidanceConfig of a command: its schema options, then --set (plugins loaded first)."""
+    from toy import plugins
+    from toy.guidance import GuidanceConfig
+    from toy.settings import option_value, parse_assignments
+    plugins.load_all(args.plugin)
+    g = GuidanceConfig(**{n: option_value(n, getattr(args, n)) for n in names}, **fixed)
+    return g.with_settings(**parse_assignments(args.set_values))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,17 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--preset", default="gmm2d")
     c.add_argument("--methods", default="none,cfg,autoguidance,s2-naive,s2", help="comma-separated, each once: "
                    + ", ".join(METHODS))
-    c.add_argument("--s2-scale", type=_float, default=0.25, help="ω ≥ 0 (0 = CFG)")
-    c.add_argument("--num-masks", type=_int, default=4, help="N for s2-naive")
-    c.add_argument("--fixed-blocks", type=_ints, default=(1,), help="dropped blocks of fixed-block")
-    c.add_argument("--interval", type=_float, nargs=2, default=(0.1, 0.9), metavar=("START", "END"),
-                   help="fraction of the sampler steps where S² applies")
     c.add_argument("--samples", type=_int, default=None, help="samples per method and seed")
     c.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="a count (3) or a list (0,4,7)")
     c.add_argument("--model", default="main", help=f"the network CFG and S² guide: {' or '.join(MODELS)}")
     c.add_argument("--weak", default="small", help=f"Autoguidance weak model: {' or '.join(WEAK_MODELS)}")
     c.add_argument("--exact", action="store_true", help="add rows with the exact closed-form denoiser")
-    _guidance_args(c)
+    _guidance_args(c, COMPARE_SETTINGS)
 
     m = sub.add_parser("mechanism", help="take the S² signal apart along the CFG sampler: α, β, r², cos_error")
     m.add_argument("--preset", default="gmm1d")
@@ -116,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--samples", type=_int, default=None, help="sampler states per σ (default 500 quick, 2000 full)")
     m.add_argument("--masks", type=_int, default=16, help="masks per σ")
     m.add_argument("--seed", type=_seed, default=0)
-    _guidance_args(m)
+    _guidance_args(m, MECHANISM_SETTINGS)
 
     from toy.images import cli as images_cli      # the image experiment registers its own subcommands
     images_cli.add_parser(sub, _Parser, _float, _seeds, _ints)
@@ -132,7 +148,7 @@ def _check_outputs(args) -> None:
 
 
 def _train(args) -> int:
-    from toy.mixtures import get_preset
+    from toy.presets import get_preset
     from toy.train import model_set_configs, train
 
     mixture = get_preset(args.preset)
@@ -156,11 +172,8 @@ def _sampler(args):
 def _compare(args) -> int:
     from toy import files
     from toy.compare import CompareConfig, format_table, run_compare
-    from toy.guidance import GuidanceConfig
 
-    g = GuidanceConfig(scale=args.guidance_scale, s2_scale=args.s2_scale, drop_ratio=args.drop_ratio,
-                       num_drop=args.num_drop, exclude=args.exclude, interval=tuple(args.interval),
-                       num_masks=args.num_masks, fixed_blocks=args.fixed_blocks)
+    g = guidance_from_args(args, COMPARE_SETTINGS)
     cfg = CompareConfig(preset=args.preset, methods=args.methods, guidance=g, sampler=_sampler(args),
                         seeds=args.seeds, label=args.label, samples=args.samples, exact=args.exact, quick=args.quick,
                         model=args.model, weak=args.weak, ideal_blur=args.ideal_blur).validate()
@@ -174,11 +187,9 @@ def _compare(args) -> int:
 
 def _mechanism(args) -> int:
     from toy import files
-    from toy.guidance import GuidanceConfig
     from toy.mechanism import MechanismConfig, analyze
 
-    g = GuidanceConfig(method="cfg", scale=args.guidance_scale, drop_ratio=args.drop_ratio, num_drop=args.num_drop,
-                       exclude=args.exclude)
+    g = guidance_from_args(args, MECHANISM_SETTINGS, method="cfg")
     cfg = MechanismConfig(preset=args.preset, model=args.model, quick=args.quick, label=args.label,
                           samples=args.samples, masks=args.masks, seed=args.seed, guidance=g, sampler=_sampler(args),
                           ideal_blur=args.ideal_blur).validate()
@@ -199,6 +210,8 @@ def _images(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from toy.runtime import setup
+    setup()                            # one CPU device per core for the samplers, before JAX starts
     try:
         args = build_parser().parse_args(argv)
         _check_outputs(args)

@@ -19,7 +19,7 @@ from toy.diffusion import SamplerConfig
 from toy.errors import NonFiniteError, ToyError, check_finite, check_int
 from toy.guidance import METHODS, REGISTRY, GuidanceConfig, parse_methods
 from toy.metrics import METRICS
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 from toy.nets import ExactDenoiser
 from toy.train import model_set_configs, train_models
 

@@ -156,7 +156,7 @@ def draw_mask_scores(key: jax.Array, num: int, num_blocks: int, steps: int | Non
 
 
 @functools.partial(jax.jit, static_argnames=("gcfg", "scfg", "n", "dim", "return_trajectory"))
-def _sample_jit(main, weak, noise, scores, sigmas, steps, gamma, churn_key, label, dyn, *, gcfg: GuidanceConfig,
+def _sample_jit(main, weak, noise, scores, sigmas, steps, gamma, churn_key, label, runtime, *, gcfg: GuidanceConfig,
                 scfg: SamplerConfig, n: int, dim: int, return_trajectory: bool):
     # The step count is a runtime value: the loop runs `steps` of the scfg.steps (a power of two) slots
     # of sigmas [T_b + 1], scores [T_b, N, K] and the trajectory buffers, so one program serves every
@@ -167,9 +167,9 @@ def _sample_jit(main, weak, noise, scores, sigmas, steps, gamma, churn_key, labe
 
     def denoise(x, sigma, i, state):
         position = i / jnp.maximum(steps - 1, 1)
-        return guided_step(gcfg, main, weak, x, sigma, labels, scores[i], position, dyn, state, i)
+        return guided_step(gcfg, main, weak, x, sigma, labels, scores[i], position, runtime, state, i)
 
-    first_order = gcfg.method == "cfg++"     # CFG++ is defined with a first-order (DDIM) renoising step
+    first_order = gcfg.spec.first_order     # e.g. CFG++, defined with a first-order (DDIM) renoising step
 
     def step(i, carry):
         x, first_bad, state, traj, den = carry
@@ -216,7 +216,7 @@ def _sample_jit(main, weak, noise, scores, sigmas, steps, gamma, churn_key, labe
 
 
 @functools.partial(jax.jit, static_argnames=("gcfg", "scfg", "n", "dim", "return_trajectory", "mesh"))
-def _sample_rows(main, weak, noise, scores, sigmas, steps, gamma, churn_key, label, dyn, *, gcfg: GuidanceConfig,
+def _sample_rows(main, weak, noise, scores, sigmas, steps, gamma, churn_key, label, runtime, *, gcfg: GuidanceConfig,
                  scfg: SamplerConfig, n: int, dim: int, return_trajectory: bool, mesh: jax.sharding.Mesh):
     """`_sample_jit` with the n rows split evenly over the mesh's devices, which run their shares side by
     side: every row's path depends on its own noise alone (the masks, σ schedule and λ, ω are shared),
@@ -226,7 +226,7 @@ def _sample_rows(main, weak, noise, scores, sigmas, steps, gamma, churn_key, lab
 
     def share(noise_rows):                                                       # [n / devices, d]
         x, first_bad, traj, den = _sample_jit(main, weak, noise_rows, scores, sigmas, steps, gamma, churn_key,
-                                              label, dyn, gcfg=gcfg, scfg=scfg, n=n // mesh.size, dim=dim,
+                                              label, runtime, gcfg=gcfg, scfg=scfg, n=n // mesh.size, dim=dim,
                                               return_trajectory=return_trajectory)
         first_bad = jax.lax.pmin(jnp.where(first_bad < 0, none_bad, first_bad), "rows")
         return x, jnp.where(first_bad == none_bad, -1, first_bad), traj, den
@@ -252,9 +252,9 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
     scfg = scfg.validate().fit(getattr(main, "sigma_data", None))
     gcfg = gcfg.validate(main.num_blocks)
     check_int("number of samples", n, low=1, high=10_000_000)
-    if gcfg.method == "autoguidance" and weak is None:
+    if gcfg.spec.uses_weak and weak is None:
         if not hasattr(main, "weak"):
-            raise ToyError("autoguidance needs a weak model (train one with `python -m toy train`)")
+            raise ToyError(f"{gcfg.method} needs a weak model (train one with `python -m toy train`)")
         weak = main.weak()          # the exact denoiser's ideal weak model
     dim = dim if dim is not None else _dim_of(main)
     k_init, k_mask, k_churn = jax.random.split(key, 3)
@@ -271,9 +271,9 @@ def sample(main, gcfg: GuidanceConfig, scfg: SamplerConfig, key: jax.Array, n: i
     keep = return_trajectory or n * dim <= _ALWAYS_TRAJECTORY
     mesh = rows_mesh(int(n), churn=scfg.churn > 0)         # both cores, where the rows split evenly
     run = _sample_jit if mesh is None else functools.partial(_sample_rows, mesh=mesh)
-    x, first_bad, traj, den = run(main, weak if gcfg.method == "autoguidance" else None, noise, scores,
+    x, first_bad, traj, den = run(main, weak if gcfg.spec.uses_weak else None, noise, scores,
                                   sig_b, jnp.int32(T), jnp.float32(min(scfg.churn / T, math.sqrt(2) - 1)),
-                                  k_churn, jnp.int32(label), gcfg.dynamic(main.num_blocks), gcfg=gcfg.static(),
+                                  k_churn, jnp.int32(label), gcfg.runtime(main.num_blocks), gcfg=gcfg.static(),
                                   scfg=static, n=int(n), dim=int(dim), return_trajectory=keep)
     bad = int(first_bad)
     if bad >= 0:

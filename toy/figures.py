@@ -15,22 +15,25 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from toy import claims as C
 from toy import evaluation as E
-from toy import files
+from toy import files, plugins
 from toy import plotting as P
 from toy.compare import MODELS, CompareConfig, run_compare
 from toy.diffusion import SamplerConfig
 from toy.errors import ToyError
 from toy.guidance import METHODS, GuidanceConfig, label, num_dropped
+from toy import mechanism as M
 from toy.mechanism import MechanismConfig, analyze, interval_for_sigma, regime_effect
 from toy.metrics import METRICS
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 from toy.nets import ExactDenoiser
-from toy.runtime import enable_compilation_cache
+from toy.runtime import enable_compilation_cache, setup
+from toy.settings import BUILTIN, parse_assignments
 from toy.shipped import regime_config
 from toy.train import model_set_configs, train, train_models
 
@@ -62,12 +65,13 @@ class Settings:
     fixed_blocks: str                    # "all" droppable blocks, or their "ends" (first and last)
     steps: int                           # Heun steps of every sampler run
     network: str = "main"                # the network CFG and S² guide: "main" or "blockdrop"
+    extra: tuple = ()                    # plugin methods' own settings, (name, value) pairs (--set)
 
     @classmethod
-    def make(cls, quick: bool, network: str = "main") -> "Settings":
+    def make(cls, quick: bool, network: str = "main", extra: tuple = ()) -> "Settings":
         if network not in MODELS:
             raise ToyError(f"--model {network!r}: choose {' or '.join(MODELS)}")
-        return replace(cls._make(quick), network=network)
+        return replace(cls._make(quick), network=network, extra=tuple(sorted(extra)))
 
     @classmethod
     def _make(cls, quick: bool) -> "Settings":
@@ -122,6 +126,7 @@ class Lab:
         result carries the sampler's states (the same compiled program either way). `metrics`: the
         ones the caller reads (default: all), each scored once per run."""
         model = model or self.st.network
+        gcfg = replace(gcfg, extra=self.st.extra)           # a plugin's own settings (the paper's otherwise)
         if model == "exact":
             main = exact or ExactDenoiser(get_preset(preset))
             w = None
@@ -306,7 +311,7 @@ def results(lab: Lab, out: Path) -> dict:
     allres = {}
     for preset in ("gmm1d", "gmm2d", "tree2d"):
         lab.model_set(preset)
-        cfg = CompareConfig(preset=preset, methods=METHODS, guidance=PAPER, seeds=lab.st.seeds,
+        cfg = CompareConfig(preset=preset, methods=METHODS, guidance=replace(PAPER, extra=lab.st.extra), seeds=lab.st.seeds,
                             samples=lab.st.samples, exact=True, quick=True, sampler=lab.st.sampler,
                             model=lab.st.network)
         allres[preset] = run_compare(cfg, progress=False, models=lab.model_set(preset), runs=lab.runs)
@@ -341,14 +346,8 @@ MECH_LABEL = {"main": "main network", "blockdrop": "block-dropout network", "ide
 
 
 def interval_median(res: dict, key: str) -> float:
-    """Median of a mechanism series over the σ where S² acts (PAPER.interval of the steps): at the
-    smallest σ both g and h are tiny and single values swing, which a mean would follow."""
-    T = len(res["sigmas"])
-    pos = np.arange(T) / max(T - 1, 1)
-    inside = (pos >= PAPER.interval[0]) & (pos <= PAPER.interval[1])
-    v = np.asarray(res[key], np.float64)[inside]
-    v = v[np.isfinite(v)]
-    return float(np.median(v)) if v.size else float("nan")
+    """Median of a mechanism series over the σ where S² acts at the paper's interval."""
+    return M.interval_median(res, key, PAPER.interval)
 
 
 def mechanism(lab: Lab, out: Path) -> dict:
@@ -512,13 +511,55 @@ def claims(res: dict, abl: dict, passes: dict, mech: dict, ideal: dict, regimes:
     files.write_json(out / "claims.json", [{"claim": c, "verdict": v, "evidence": e} for c, e, v in rows])
 
 
-NEEDS = {   # what each output needs computed first
-    "claims": {"results", "fig7_ablations", "fig8_num_passes", "fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes"},
-}
+@dataclass(frozen=True)
+class Stage:
+    """One output of the script: what computes it from the lab, and which stages' results it reads."""
+
+    name: str
+    make: Callable                       # make(lab, out, results) → its result (kept for later stages)
+    needs: tuple[str, ...] = ()
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m toy.figures", description=__doc__.splitlines()[0])
+STAGES = (
+    Stage("fig3_1d", lambda lab, out, r: density_panels(lab, "gmm1d", MAIN_METHODS, "fig3_1d", out)),
+    Stage("fig3_2d", lambda lab, out, r: density_panels(lab, "gmm2d", MAIN_METHODS, "fig3_2d", out)),
+    Stage("fig9_trajectories_1d", lambda lab, out, r: fig9(lab, out)),
+    Stage("fig10_naive_vs_single", lambda lab, out, r: fig10(lab, out)),
+    Stage("fig8_num_passes", lambda lab, out, r: fig8(lab, out)),
+    Stage("fig7_ablations", lambda lab, out, r: fig7(lab, out)),
+    Stage("fig_tree2d_all_methods", lambda lab, out, r: fig_tree(lab, out)),
+    Stage("results", lambda lab, out, r: results(lab, out)),
+    Stage("fig_s2_mechanism", lambda lab, out, r: mechanism(lab, out)),
+    Stage("fig_s2_ideal", lambda lab, out, r: fig_ideal(lab, out)),
+    Stage("fig_s2_regimes", lambda lab, out, r: fig_regimes(lab, out)),
+    Stage("mechanism_tables", lambda lab, out, r: write_mechanism(r["fig_s2_mechanism"], r["fig_s2_ideal"],
+                                                                  r["fig_s2_regimes"], lab.st, out),
+          needs=("fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes")),
+    Stage("claims", lambda lab, out, r: claims(r["results"], r["fig7_ablations"], r["fig8_num_passes"],
+                                               r["fig_s2_mechanism"], r["fig_s2_ideal"], r["fig_s2_regimes"], lab.st, out),
+          needs=("results", "fig7_ablations", "fig8_num_passes", "fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes")),
+)
+_BY_NAME = {s.name: s for s in STAGES}
+
+
+def plan(only: set[str]) -> list[Stage]:
+    """The stages to run for the asked outputs, in STAGES order: each with the stages it needs; the
+    mechanism tables whenever all three of their inputs run."""
+    todo = set(only)
+    for name in list(todo):
+        todo |= set(_BY_NAME[name].needs) if name in _BY_NAME else set()
+    if set(_BY_NAME["mechanism_tables"].needs) <= todo:
+        todo.add("mechanism_tables")
+    return [s for s in STAGES if s.name in todo]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):          # one `error:` line, not the usage block
+        raise ToyError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m toy.figures", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", nargs="+", default=None, help=f"any of {', '.join(FIGURES)}")
     p.add_argument("--out", default="figures")
@@ -527,20 +568,34 @@ def main(argv=None) -> int:
     p.add_argument("--train-only", action="store_true",
                    help="train (or load) every network the figures use (the image experiment's DiTs too), "
                         "then stop; draw nothing")
-    a = p.parse_args(argv)
-    only = set(a.only or FIGURES)
-    bad = only - set(FIGURES)
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a Python file that registers guidance methods: they join the results table and the "
+                        "all-methods figure (docs/extending.md); repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="set_values",
+                   help="a plugin method's own setting (the built-in settings stay the paper's); repeatable")
+    return p
+
+
+def main(argv=None) -> int:
+    setup()                            # one CPU device per core for the samplers, before JAX starts
     t0 = time.perf_counter()
     try:
+        a = parser().parse_args(argv)
+        only = set(a.only or FIGURES)
+        bad = only - set(FIGURES)
         if bad:
             raise ToyError(f"unknown figure(s) {', '.join(sorted(bad))}: choose from {', '.join(FIGURES)}")
+        plugins.load_all(a.plugin)
+        extra = parse_assignments(a.set_values)
+        builtin = sorted(set(extra) & set(BUILTIN))
+        if builtin:
+            raise ToyError(f"--set {', '.join(builtin)}: the figures use the paper's settings; --set takes a plugin "
+                           f"method's own settings")
         out = files.usable_folder(a.out, "--out")
         enable_compilation_cache()
-        todo = only | set().union(*(NEEDS.get(f, set()) for f in only))
-        st = Settings.make(a.quick, a.model)
-        lab = Lab(st)
+        lab = Lab(Settings.make(a.quick, a.model, tuple(extra.items())))
         image_cfg = IP = None
-        if set(IMAGE_FIGURES) & todo:     # imported only when asked for: the core never needs the image experiment
+        if set(IMAGE_FIGURES) & only:     # imported only when asked for: the core never needs the image experiment
             from toy.images import pipeline as IP
             image_cfg = IP.quick_config() if a.quick else IP.ImageConfig()
         if a.train_only:
@@ -550,42 +605,21 @@ def main(argv=None) -> int:
                 names += [f"images/{role}" for role in ("main", "small", "early") if models.get(role) is not None]
             print(f"ready (cached, shipped or trained now): {', '.join(names)}")
             return 0
-        stages = {}
-
-        def timed(name, fn, *args):      # seconds per figure, into figures_timing.json
+        stages, results_ = {}, {}
+        for stage in plan(only):
             t = time.perf_counter()
-            r = fn(*args)
-            stages[name] = round(time.perf_counter() - t, 1)
-            return r
-
-        if "fig3_1d" in todo:
-            timed("fig3_1d", density_panels, lab, "gmm1d", MAIN_METHODS, "fig3_1d", out)
-        if "fig3_2d" in todo:
-            timed("fig3_2d", density_panels, lab, "gmm2d", MAIN_METHODS, "fig3_2d", out)
-        if "fig9_trajectories_1d" in todo:
-            timed("fig9_trajectories_1d", fig9, lab, out)
-        if "fig10_naive_vs_single" in todo:
-            timed("fig10_naive_vs_single", fig10, lab, out)
-        passes = timed("fig8_num_passes", fig8, lab, out) if "fig8_num_passes" in todo else None
-        abl = timed("fig7_ablations", fig7, lab, out) if "fig7_ablations" in todo else None
-        if "fig_tree2d_all_methods" in todo:
-            timed("fig_tree2d_all_methods", fig_tree, lab, out)
-        res = timed("results", results, lab, out) if "results" in todo else None
-        mech = timed("fig_s2_mechanism", mechanism, lab, out) if "fig_s2_mechanism" in todo else None
-        ideal = timed("fig_s2_ideal", fig_ideal, lab, out) if "fig_s2_ideal" in todo else None
-        regimes = timed("fig_s2_regimes", fig_regimes, lab, out) if "fig_s2_regimes" in todo else None
-        if mech is not None and ideal is not None and regimes is not None:
-            write_mechanism(mech, ideal, regimes, st, out)
-        if "claims" in todo:
-            claims(res, abl, passes, mech, ideal, regimes, st, out)
+            results_[stage.name] = stage.make(lab, out, results_)
+            stages[stage.name] = round(time.perf_counter() - t, 1)        # seconds per figure, figures_timing.json
         if image_cfg is not None:     # one run of the image pipeline writes all three
-            timed("images", lambda: IP.run_pipeline(image_cfg, out=out))
+            t = time.perf_counter()
+            IP.run_pipeline(image_cfg, out=out)
+            stages["images"] = round(time.perf_counter() - t, 1)
     except ToyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     took = time.perf_counter() - t0
     files.write_json(out / "figures_timing.json", {"quick": a.quick, "only": sorted(only), "seconds": round(took, 1),
-                                                             "stages": stages})
+                                                   "stages": {k: v for k, v in stages.items() if k != "mechanism_tables"}})
     print(f"wrote {', '.join(sorted(only))} to {out}/ in {took:.0f} s")
     return 0
 

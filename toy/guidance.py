@@ -1,26 +1,38 @@
 """Guidance methods of the paper and its baselines: each a pure function of denoiser predictions,
-declared once in `REGISTRY`.
+declared once in `REGISTRY` through `register`, the same public API a user's own method uses.
 
-All formulas act on D (the x0-prediction). For linear rules (every rule in this file except
-CFG-Zero* and APG, which say which space they work in) that is the same sampler as acting on ε, the
-score or the velocity at a fixed (x, σ).
+All formulas act on D (the x0-prediction). For linear rules (every rule here except CFG-Zero* and
+APG, which say which space they work in) that is the same sampler as acting on ε, the score or the
+velocity at a fixed (x, σ).
 
-`REGISTRY` holds one `Method` per name: its formula's step function, the predictions it needs, the
-`GuidanceConfig` fields it reads, whether it runs on the exact closed-form denoiser, its display
-label and a paragraph that explains it. Every list of methods, `GuidanceConfig.canonical`, the
-validation, the command-line help and the app's text derive from it. `guided_step` is what the
-sampler calls: one registry look-up, then the method's step.
+A method's function receives the predictions it `needs`, positionally in the declared order, and the
+settings it `reads` as keyword arguments; it returns D̃ (with `state` in its needs: D̃ and the new
+state). The predictions:
+
+    uncond  D_∅ [n, d]            cond   D_c [n, d]           weak  D_weak,c [n, d] (Autoguidance's model)
+    sub     D̂_c(m) [n, d], one fresh mask per step           subs  D̂_c(m_i) [N, n, d], N = num_masks
+    x       the state [n, d]      sigma  σ (scalar)           step  the sampler step index
+    state   [n, d] carried across steps (zeros at the start)
+
+A method that needs `sub`/`subs` gets the shared-prefix sub-passes of the same network, and the
+application interval: outside it D̂_c = D_c stands in (so S²-like rules are exactly CFG there).
+`guided_step` is what the sampler calls: one registry look-up, then the method's predictions and formula.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Callable
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from toy.errors import ToyError, check_finite, check_int
+from toy import settings as S
+from toy.errors import ToyError, check_int
+from toy.settings import SETTINGS, Setting
 
 # -- the formulas -------------------------------------------------------------------------------
 
@@ -50,42 +62,43 @@ def s2_naive(d_uncond: jax.Array, d_cond: jax.Array, d_subs: jax.Array, scale, s
     return cfg(d_uncond, d_cond, scale) - s2_scale * jnp.mean(d_subs - d_cond[None], axis=0)
 
 
-def cfg_pp(d_uncond: jax.Array, d_cond: jax.Array, scale) -> tuple[jax.Array, jax.Array]:
+def cfg_pp(d_uncond: jax.Array, d_cond: jax.Array, cfgpp_scale) -> jax.Array:
     """CFG++ (Chung et al. 2024, "CFG++: Manifold-constrained classifier free guidance").
 
-    The clean estimate is CFG's, D̃ = D_∅ + λ(D_c − D_∅) with λ ∈ [0, 1], but the sampler renoises
-    it with the *unconditional* noise estimate: x_next = D̃ + σ_next·(x − D_∅)/σ (their DDIM update).
-    Returns (D̃, D_∅): the sampler uses the second for the renoising direction."""
-    return cfg(d_uncond, d_cond, scale), d_uncond
+    The clean estimate is CFG's, D̃ = D_∅ + λ'(D_c − D_∅) with λ' ∈ [0, 1]; the method is declared with
+    `renoise="uncond"` and `first_order=True`: the sampler renoises D̃ with the *unconditional* noise
+    estimate, x_next = D̃ + σ_next·(x − D_∅)/σ (their DDIM update)."""
+    return cfg(d_uncond, d_cond, cfgpp_scale)
 
 
-def cfg_zero_star(x: jax.Array, sigma, d_uncond: jax.Array, d_cond: jax.Array, scale) -> jax.Array:
+def cfg_zero_star(x: jax.Array, sigma, d_uncond: jax.Array, d_cond: jax.Array, step=0, *, scale,
+                  zero_init_steps: int = 0) -> jax.Array:
     """CFG-Zero* (Fan et al. 2025), optimised scale on the noise predictions ε = (x − D)/σ:
-    s* = ⟨ε_c, ε_∅⟩ / ‖ε_∅‖², ε̃ = s*·ε_∅ + λ(ε_c − s*·ε_∅). (Zero-init, ε̃ = 0 for the first
-    steps, is applied by the step function.)"""
+    s* = ⟨ε_c, ε_∅⟩ / ‖ε_∅‖², ε̃ = s*·ε_∅ + λ(ε_c − s*·ε_∅); zero-init: ε̃ = 0 (D̃ = x) for the
+    first `zero_init_steps` sampler steps."""
     eps_u, eps_c = (x - d_uncond) / sigma, (x - d_cond) / sigma                     # [n, d]
     s = jnp.sum(eps_c * eps_u, -1, keepdims=True) / (jnp.sum(eps_u**2, -1, keepdims=True) + 1e-12)  # [n, 1]
-    return x - sigma * (s * eps_u + scale * (eps_c - s * eps_u))
+    return jnp.where(step < zero_init_steps, x, x - sigma * (s * eps_u + scale * (eps_c - s * eps_u)))
 
 
-def apg(d_uncond: jax.Array, d_cond: jax.Array, scale, running: jax.Array, *, eta: float, momentum: float,
-        norm_threshold: float) -> tuple[jax.Array, jax.Array]:
+def apg(d_uncond: jax.Array, d_cond: jax.Array, state: jax.Array, *, scale, apg_eta: float, apg_momentum: float,
+        apg_norm_threshold: float) -> tuple[jax.Array, jax.Array]:
     """Adaptive projected guidance (Sadat et al. 2024, "Eliminating oversaturation and artifacts of
     high guidance scales in diffusion models"), on the D prediction:
-    Δ = D_c − D_∅ averaged with momentum β (Δ̄ ← Δ + β·Δ̄), rescaled to norm ≤ r, split into the
-    part parallel to D_c and the orthogonal rest, D̃ = D_c + (λ − 1)(Δ̄_⊥ + η·Δ̄_∥).
+    Δ = D_c − D_∅ averaged with momentum β (Δ̄ ← Δ + β·Δ̄, Δ̄ the carried state), rescaled to norm ≤ r,
+    split into the part parallel to D_c and the orthogonal rest, D̃ = D_c + (λ − 1)(Δ̄_⊥ + η·Δ̄_∥).
     Returns (D̃, new running average)."""
-    running = (d_cond - d_uncond) + momentum * running                             # [n, d]
+    running = (d_cond - d_uncond) + apg_momentum * state                           # [n, d]
     norm = jnp.linalg.norm(running, axis=-1, keepdims=True)                        # [n, 1]
-    diff = running * jnp.minimum(1.0, norm_threshold / jnp.maximum(norm, 1e-12))   # [n, d]
+    diff = running * jnp.minimum(1.0, apg_norm_threshold / jnp.maximum(norm, 1e-12))   # [n, d]
     unit = d_cond / jnp.maximum(jnp.linalg.norm(d_cond, axis=-1, keepdims=True), 1e-12)
     par = jnp.sum(diff * unit, -1, keepdims=True) * unit                           # [n, d]
-    return d_cond + (scale - 1) * ((diff - par) + eta * par), running
+    return d_cond + (scale - 1) * ((diff - par) + apg_eta * par), running
 
 
-def guidance_interval(d_uncond: jax.Array, d_cond: jax.Array, scale, sigma, sigma_lo, sigma_hi) -> jax.Array:
+def guidance_interval(d_uncond: jax.Array, d_cond: jax.Array, sigma, *, scale, gi_sigma) -> jax.Array:
     """Guidance in a limited interval (Kynkäänniemi et al. 2024): CFG for σ ∈ (σ_lo, σ_hi], D_c elsewhere."""
-    inside = (sigma > sigma_lo) & (sigma <= sigma_hi)
+    inside = (sigma > gi_sigma[0]) & (sigma <= gi_sigma[1])
     return jnp.where(inside, cfg(d_uncond, d_cond, scale), d_cond)
 
 
@@ -124,104 +137,286 @@ def mask_from_scores(scores: jax.Array, exclude: tuple[int, ...], k_drop) -> jax
     return (ranks >= k_drop).astype(jnp.float32)                                 # [K]
 
 
-def fixed_mask(num_blocks: int, blocks: tuple[int, ...]) -> jax.Array:
-    """The mask that drops exactly `blocks` (paper Fig. 7c/d, Fig. 15)."""
+def fixed_mask(num_blocks: int, blocks: tuple[int, ...]) -> np.ndarray:
+    """The mask [K] that drops exactly `blocks` (paper Fig. 7c/d, Fig. 15)."""
     for b in blocks:
         check_int("fixed block", b, low=0, high=num_blocks - 1)
-    return jnp.ones(num_blocks, jnp.float32).at[jnp.asarray(blocks, jnp.int32)].set(0.0)
+    mask = np.ones(num_blocks, np.float32)
+    mask[list(blocks)] = 0.0
+    return mask
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+PREDICTIONS = ("uncond", "cond", "weak", "sub", "subs", "x", "sigma", "step", "state")
+MASK_SETTINGS = {"random": ("drop_ratio", "num_drop", "exclude", "interval"), "fixed": ("fixed_blocks", "interval")}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One guidance method, declared once (by `register`)."""
+
+    name: str                      # the name on the command line and in JSON
+    label: str                     # the display label in figures, tables and the app
+    fn: Callable                   # the formula: fn(*predictions in `needs` order, **settings in `reads`)
+    needs: tuple[str, ...]         # the predictions it uses (PREDICTIONS)
+    reads: tuple[str, ...]         # the settings its formula takes as keyword arguments
+    explain: str                   # one paragraph for the app and the docs (Markdown with LaTeX)
+    source: str                    # the paper's equation, or the work it comes from
+    formula: str                   # the formula, plain text
+    first_order: bool = False      # one evaluation per step (Euler/DDIM) whatever the solver
+    renoise: str | None = None     # the prediction whose noise the sampler keeps (None: D̃ itself)
+    exact: bool = True             # runs on the exact closed-form denoiser (sub: the ideal weak model)
+    mask: str | None = None        # "random" (S²: drawn per step) or "fixed" (fixed_blocks), with sub/subs
+    builtin: bool = False
+    settings: tuple[Setting, ...] = field(default=(), compare=False)   # the settings it declared itself
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Every setting the method's samples depend on: what its formula reads and what its
+        sub-network passes use (mask settings and the application interval)."""
+        extra = MASK_SETTINGS.get(self.mask, ()) + (("num_masks",) if "subs" in self.needs else ())
+        return tuple(dict.fromkeys(self.reads + extra))
+
+    @property
+    def drops_blocks(self) -> bool:
+        return self.mask is not None
+
+    @property
+    def uses_weak(self) -> bool:
+        return "weak" in self.needs
+
+    def masks_per_step(self, gcfg: "GuidanceConfig") -> int:
+        """How many random masks one step draws (0 for methods that drop no block or a fixed one)."""
+        if self.mask != "random":
+            return 0
+        return gcfg.num_masks if "subs" in self.needs else 1
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(name: str, *, needs: tuple[str, ...], reads: tuple[str, ...] = (), label: str | None = None,
+             settings: list[Setting] | tuple[Setting, ...] = (), explain: str = "", source: str = "",
+             formula: str = "", first_order: bool = False, renoise: str | None = None, exact: bool | None = None,
+             mask: str | None = None, builtin: bool = False) -> Callable[[Callable], Callable]:
+    """Declare a guidance method (a decorator; returns the function unchanged).
+
+    `needs`: the predictions the function takes, positionally in this order (see the module
+    docstring); `reads`: the settings it takes as keyword arguments (built-in ones such as `scale`, or
+    its own, declared in `settings` with a range). `first_order`: one evaluation per step;
+    `renoise`: a prediction whose noise the sampler keeps instead of D̃'s (CFG++'s "uncond");
+    `exact`: whether it runs on the exact denoiser (default: unless it needs `subs` or a fixed mask);
+    `mask`: "random" (default with sub/subs) or "fixed". Every mistake is one ToyError, and nothing is
+    registered then."""
+    def decorate(fn: Callable) -> Callable:
+        where = f"guidance method {name!r}"
+        if not isinstance(name, str) or not name.strip() or "," in name or "[" in name or "=" in name:
+            raise ToyError(f"a guidance method needs a name without commas, brackets or '=', got {name!r}")
+        if name in REGISTRY:
+            raise ToyError(f"{where} is {'a built-in method' if REGISTRY[name].builtin else 'declared twice'}: "
+                           f"choose another name")
+        needs_ = tuple(needs)
+        if not needs_ or any(n not in PREDICTIONS for n in needs_) or len(set(needs_)) != len(needs_):
+            raise ToyError(f"{where}: needs must list predictions from {', '.join(PREDICTIONS)}, each once; "
+                           f"got {needs_!r}")
+        if "sub" in needs_ and "subs" in needs_:
+            raise ToyError(f"{where}: needs 'sub' (one mask) or 'subs' (N masks), not both")
+        uses_sub = "sub" in needs_ or "subs" in needs_
+        mask_ = mask or ("random" if uses_sub else None)
+        if (mask_ is not None) != uses_sub or mask_ not in (None, "random", "fixed") or (mask_ == "fixed" and "subs" in needs_):
+            raise ToyError(f"{where}: mask is 'random' or 'fixed' with 'sub' ('random' with 'subs'), and only then")
+        if renoise is not None and renoise not in needs_:
+            raise ToyError(f"{where}: renoise must name one of its needs, got {renoise!r}")
+        own = tuple(settings)
+        for s in own:
+            if not isinstance(s, Setting):
+                raise ToyError(f"{where}: settings must be toy.guidance.Setting objects, got {s!r}")
+            if s.name in SETTINGS:
+                raise ToyError(f"{where}: setting {s.name!r} is already declared"
+                               f"{' by the simulator' if s.name in S.BUILTIN else ''}; read it or choose another name")
+        reads_ = tuple(dict.fromkeys(tuple(reads) + tuple(s.name for s in own)))
+        known = set(SETTINGS) | {s.name for s in own}
+        unknown = [r for r in reads_ if r not in known]
+        if unknown:
+            raise ToyError(f"{where}: reads undeclared setting(s) {', '.join(unknown)}: declare each in settings= "
+                           f"with a range, or read one of {', '.join(S.GUIDANCE)}")
+        try:
+            inspect.signature(fn).bind(*needs_, **{r: None for r in reads_})
+        except TypeError as e:
+            raise ToyError(f"{where}: its function must take {len(needs_)} prediction(s) ({', '.join(needs_)}) "
+                           f"and the keyword settings {', '.join(reads_) or '(none)'}: {e}") from None
+        except ValueError:            # no signature (a builtin): trust the declaration
+            pass
+        exact_ = exact if exact is not None else not ("subs" in needs_ or mask_ == "fixed")
+        method = Method(name, label or name, fn, needs_, reads_, explain or (fn.__doc__ or "").strip(), source,
+                        formula, first_order, renoise, exact_, mask_, builtin, own)
+        S.declare(own, where)
+        REGISTRY[name] = method
+        return fn
+    return decorate
+
+
+def unregister(name: str) -> None:
+    """Remove a method declared from outside the package, and the settings it declared."""
+    m = REGISTRY.get(name)
+    if m is None or m.builtin:
+        raise ToyError(f"{name!r} is not a registered plugin method")
+    del REGISTRY[name]
+    for s in m.settings:
+        SETTINGS.pop(s.name, None)
+
+
+class _Names(Sequence):
+    """A live tuple of method names (methods registered later appear in it)."""
+
+    def __init__(self, keep: Callable[[Method], bool]):
+        self._keep = keep
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(n for n, m in REGISTRY.items() if self._keep(m))
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __add__(self, other):
+        return self._names() + tuple(other)
+
+    def __radd__(self, other):
+        return tuple(other) + self._names()
+
+    def __eq__(self, other):
+        return tuple(self) == tuple(other)
+
+    def __hash__(self):
+        return hash(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+METHODS = _Names(lambda m: True)                                                # every method, in order
+PAPER_METHODS = ("none", "cfg", "autoguidance", "s2", "s2-naive", "fixed-block")
+MASK_METHODS = _Names(lambda m: m.drops_blocks)                                 # drop blocks of the network
+EXACT_METHODS = _Names(lambda m: m.exact)                                       # run on the exact denoiser
+PLUGIN_METHODS = _Names(lambda m: not m.builtin)                                # declared from outside
 
 
 # -- configuration ------------------------------------------------------------------------------
 
+def _default(name: str):
+    return SETTINGS[name].default
+
+
 @dataclass(frozen=True)
 class GuidanceConfig:
-    """One guidance method and its settings. Defaults follow the paper: ω = 0.25, ~10% of blocks
-    dropped with the first block excluded, self-guidance inside the central 80% of the steps."""
+    """One guidance method and its settings. Every field is a setting of `toy.settings` (its default,
+    range and help are declared there); `extra` holds the settings plugins declare, as sorted
+    (name, value) pairs. Defaults follow the paper: ω = 0.25, ~10% of blocks dropped with the first
+    block excluded, self-guidance inside the central 80% of the steps."""
 
     method: str = "cfg"
-    scale: float = 3.0                      # λ, guidance scale (λ = 1: plain conditional sampling)
-    s2_scale: float = 0.25                  # ω, S² scale (ω = 0: CFG)
-    drop_ratio: float = 0.1                 # fraction of the droppable blocks dropped per mask
-    num_drop: int | None = None             # overrides drop_ratio when set
-    exclude: tuple[int, ...] = (0,)         # blocks never dropped (at least the first)
-    interval: tuple[float, float] = (0.1, 0.9)   # fraction of the sampler steps where S² applies
-    num_masks: int = 4                      # N for s2-naive
-    fixed_blocks: tuple[int, ...] = (1,)    # the dropped blocks of fixed-block
-    cfgpp_scale: float = 0.6                # CFG++'s λ (its own range, [0, 1]); other methods use `scale`
-    zero_init_steps: int = 1                # CFG-Zero*: sampler steps with ε̃ = 0 at the start
-    apg_eta: float = 0.0                    # APG: weight of the parallel component
-    apg_momentum: float = -0.5              # APG: β of the running average (negative, as in the paper)
-    apg_norm_threshold: float = 4.0         # APG: r, the largest norm of the guidance update (data units)
-    gi_sigma: tuple[float, float] = (0.28, 5.42)   # guidance interval: CFG for σ in (lo, hi] (EDM2 values)
+    scale: float = _default("scale")                          # λ
+    s2_scale: float = _default("s2_scale")                    # ω
+    drop_ratio: float = _default("drop_ratio")
+    num_drop: int | None = _default("num_drop")
+    exclude: tuple[int, ...] = _default("exclude")
+    interval: tuple[float, float] = _default("interval")
+    num_masks: int = _default("num_masks")
+    fixed_blocks: tuple[int, ...] = _default("fixed_blocks")
+    cfgpp_scale: float = _default("cfgpp_scale")
+    zero_init_steps: int = _default("zero_init_steps")
+    apg_eta: float = _default("apg_eta")
+    apg_momentum: float = _default("apg_momentum")
+    apg_norm_threshold: float = _default("apg_norm_threshold")
+    gi_sigma: tuple[float, float] = _default("gi_sigma")
     shared_prefix: bool = True              # sub-passes reuse the conditional pass's blocks before the first drop
+    extra: tuple[tuple[str, Any], ...] = ()
 
     @property
-    def spec(self) -> "Method":
+    def spec(self) -> Method:
         if self.method not in REGISTRY:
             raise ToyError(f"unknown method {self.method!r}: choose from {', '.join(REGISTRY)}")
         return REGISTRY[self.method]
 
-    def validate(self, num_blocks: int | None = None) -> "GuidanceConfig":
-        """Raise ToyError naming the bad parameter; return self with tuples normalised.
+    def value(self, name: str):
+        """A setting's value by name: a field, a plugin's setting in `extra`, or its declared default."""
+        if name in S.GUIDANCE:
+            return getattr(self, name)
+        return dict(self.extra).get(name, S.get(name).default)
 
-        Every field is range-checked; the checks against the network's blocks (`num_blocks`; 0 for
-        the exact denoiser) apply only to the fields the method reads."""
+    def with_settings(self, **values) -> "GuidanceConfig":
+        """This config with settings changed by name, fields and plugin settings alike."""
+        fields = {k: v for k, v in values.items() if k in S.GUIDANCE or k in ("method", "shared_prefix")}
+        extra = dict(self.extra)
+        for k, v in values.items():
+            if k not in fields:
+                S.get(k)
+                extra[k] = v
+        return replace(self, **fields, extra=tuple(sorted(extra.items())))
+
+    def validate(self, num_blocks: int | None = None) -> "GuidanceConfig":
+        """Raise ToyError naming the bad parameter; return self with values normalised.
+
+        Every setting is range-checked by its declaration; the checks against the network's blocks
+        (`num_blocks`; 0 for the exact denoiser) apply only to the settings the method reads."""
         spec = self.spec
-        check_finite("guidance scale λ", self.scale, low=0.0)
-        check_finite("S² scale ω", self.s2_scale, low=0.0)
-        check_finite("drop ratio", self.drop_ratio, low=0.0, high=1.0, low_open=True, high_open=True)
-        check_int("num_masks (N)", self.num_masks, low=1, high=64)
-        lo, hi = (check_finite("interval start", self.interval[0], low=0.0, high=1.0),
-                  check_finite("interval end", self.interval[1], low=0.0, high=1.0))
-        if lo > hi:
-            raise ToyError(f"interval start must be <= interval end, got ({lo}, {hi})")
-        check_finite("CFG++ scale", self.cfgpp_scale, low=0.0, high=1.0)
-        check_int("zero_init_steps", self.zero_init_steps, low=0, high=10_000)
-        check_finite("APG eta", self.apg_eta, low=0.0)
-        check_finite("APG momentum", self.apg_momentum, low=-1.0, high=1.0, low_open=True, high_open=True)
-        check_finite("APG norm threshold", self.apg_norm_threshold, low=0.0, low_open=True)
-        glo, ghi = (check_finite("guidance-interval σ low", self.gi_sigma[0], low=0.0),
-                    check_finite("guidance-interval σ high", self.gi_sigma[1], low=0.0))
-        if glo > ghi:
-            raise ToyError(f"guidance-interval σ low must be <= σ high, got ({glo}, {ghi})")
-        cfg_ = replace(self, exclude=tuple(int(b) for b in self.exclude), gi_sigma=(glo, ghi),
-                       fixed_blocks=tuple(int(b) for b in self.fixed_blocks), interval=(lo, hi))
+        fields = {n: SETTINGS[n].check(getattr(self, n)) for n in S.GUIDANCE}
+        extra = tuple(sorted((n, S.get(n).check(v)) for n, v in self.extra))
+        cfg_ = replace(self, **fields, extra=extra)
         if num_blocks is None:
             return cfg_
+        exact_names = ", ".join(EXACT_METHODS)
         if num_blocks == 0 and not spec.exact:
             raise ToyError(f"method {self.method!r} drops blocks of a network; the exact closed-form denoiser "
-                           f"has none (exact supports {', '.join(EXACT_METHODS)})")
-        if num_blocks > 0 and "exclude" in spec.params:
+                           f"has none (exact supports {exact_names})")
+        if num_blocks > 0 and spec.mask == "random":
             for b in cfg_.exclude:
                 check_int("excluded block", b, low=0, high=num_blocks - 1)
             num_dropped(num_blocks, cfg_.exclude, cfg_.drop_ratio, cfg_.num_drop)
-        if num_blocks > 0 and "fixed_blocks" in spec.params:
+        if spec.mask == "fixed" and not cfg_.fixed_blocks:
+            raise ToyError(f"fixed blocks: {self.method} needs at least one block to drop (with none it is CFG)")
+        if num_blocks > 0 and spec.mask == "fixed":
             fixed_mask(num_blocks, cfg_.fixed_blocks)
         return cfg_
 
     def canonical(self) -> "GuidanceConfig":
-        """This config with every field its method does not read reset to the default: two configs
+        """This config with every setting its method does not read reset to the default: two configs
         with the same canonical form draw the same samples (a cache key; tested per method)."""
+        params = self.spec.params
         return replace(GuidanceConfig(method=self.method, shared_prefix=self.shared_prefix),
-                       **{f: getattr(self, f) for f in self.spec.params})
+                       **{f: getattr(self, f) for f in params if f in S.GUIDANCE},
+                       extra=tuple((n, v) for n, v in self.extra if n in params))
 
     def static(self) -> "GuidanceConfig":
-        """The parts that change the compiled program. λ, ω, the interval, the number of dropped
-        blocks and the fixed mask are runtime inputs (`dynamic`), so moving them never recompiles;
-        neither do the fields the method does not read (CFG with any N is one program)."""
-        return replace(self.canonical(), scale=0.0, s2_scale=0.0, interval=(0.0, 0.0), drop_ratio=0.1,
-                       num_drop=None, fixed_blocks=())
+        """The parts that change the compiled program. Runtime settings (λ, ω, the interval, the blocks
+        dropped, the fixed mask, a plugin's own settings unless declared runtime=False) are inputs of
+        the program (`runtime`), so moving them never recompiles; neither do the settings the method
+        does not read (CFG with any N is one program)."""
+        c = self.canonical()
+        reset = {n: SETTINGS[n].default for n in c.spec.params if SETTINGS[n].runtime}
+        return replace(c, **{n: v for n, v in reset.items() if n in S.GUIDANCE},
+                       extra=tuple((n, v) for n, v in c.extra if n not in reset))
 
-    def dynamic(self, num_blocks: int = 0) -> jax.Array:
-        """[λ, ω, interval start, interval end, blocks dropped per mask, fixed mask (K values)]."""
-        params = self.spec.params
-        k_drop = 0
-        if num_blocks and "drop_ratio" in params:
-            k_drop = num_dropped(num_blocks, self.exclude, self.drop_ratio, self.num_drop)
-        fmask = fixed_mask(num_blocks, self.fixed_blocks) if num_blocks and "fixed_blocks" in params \
-            else jnp.ones(num_blocks)
-        return jnp.concatenate([jnp.asarray([self.scale, self.s2_scale, *self.interval, k_drop], jnp.float32),
-                                jnp.asarray(fmask, jnp.float32)])
+    def runtime(self, num_blocks: int = 0) -> dict[str, np.ndarray]:
+        """The runtime inputs by name: each runtime setting the method reads, plus `blocks_dropped`
+        (random masks) or `fixed_mask` [K] (a fixed one), as host arrays."""
+        spec = self.spec
+        out: dict[str, np.ndarray] = {}
+        for n in spec.params:
+            s = SETTINGS[n]
+            if s.runtime and n not in ("drop_ratio", "num_drop", "fixed_blocks"):
+                v = self.value(n)
+                out[n] = np.asarray(v, np.int32 if s.kind in ("int", "ints") else np.float32)
+        if spec.mask == "random":
+            out["blocks_dropped"] = np.float32(num_dropped(num_blocks, self.exclude, self.drop_ratio, self.num_drop)
+                                               if num_blocks else 0)
+        elif spec.mask == "fixed":
+            out["fixed_mask"] = fixed_mask(num_blocks, self.fixed_blocks) if num_blocks else np.ones(0, np.float32)
+        return out
 
 
 # -- one guided prediction ----------------------------------------------------------------------
@@ -238,8 +433,7 @@ def uncond_cond(main: Denoiser, x: jax.Array, sigma, null: jax.Array, label: jax
 
 @dataclass(frozen=True)
 class Step:
-    """What one method's step sees: the denoisers, the state and the runtime settings.
-    `guided_step` builds it; each method's step function turns it into (D̃, D_renoise, new state)."""
+    """What one method's step sees: the denoisers, the state and the runtime settings by name."""
 
     gcfg: GuidanceConfig          # the static part (see GuidanceConfig.static)
     main: Denoiser
@@ -249,173 +443,134 @@ class Step:
     label: jax.Array              # [n]
     scores: jax.Array             # [N, K] this step's mask scores (mask_scores): Heun's evaluations share them
     position: jax.Array           # the step's place in [0, 1] along the sampler
-    dyn: jax.Array                # GuidanceConfig.dynamic(K)
+    runtime: dict                 # GuidanceConfig.runtime(K)
     state: jax.Array              # [n, d], carried across steps (APG's running average)
     index: jax.Array              # the step index
 
-    @property
-    def scale(self):
-        return self.dyn[0]
-
-    @property
-    def s2_scale(self):
-        return self.dyn[1]
+    def setting(self, name: str):
+        """A setting's value: the runtime input where it is one, else the static config's."""
+        return self.runtime[name] if name in self.runtime else self.gcfg.value(name)
 
     @property
     def null(self) -> jax.Array:
         return jnp.full((self.x.shape[0],), self.main.null_label, jnp.int32)     # [n]
 
-    def cond(self) -> jax.Array:
-        return self.main(self.x, self.sigma, self.label)                         # [n, d]
-
-    def uncond_cond(self):
-        return uncond_cond(self.main, self.x, self.sigma, self.null, self.label)  # [n, d] ×2
-
-    def masks(self, num: int) -> jax.Array:
-        """`num` masks [num, K] from this step's scores (Heun's two evaluations share them); one mask
-        is drawn exactly as the first of several, so s2 and s2-naive with N = 1 agree."""
-        K, k_drop = self.main.num_blocks, self.dyn[4]
+    def masks(self, spec: Method) -> jax.Array:
+        """This step's masks [N, K]: drawn from the step's scores (Heun's two evaluations share them;
+        one mask is drawn exactly as the first of several), or the fixed one."""
+        K = self.main.num_blocks
+        if spec.mask == "fixed":
+            return self.runtime["fixed_mask"][None]                              # [1, K]
+        num = spec.masks_per_step(self.gcfg)
         if K == 0:                    # the exact denoiser: its ideal weak model needs no mask
             return jnp.ones((num, 0), jnp.float32)
+        k_drop = self.runtime["blocks_dropped"]
         return jax.vmap(lambda sc: mask_from_scores(sc, self.gcfg.exclude, k_drop))(self.scores[:num])
 
-    def with_sub(self, masks: jax.Array, combine: Callable) -> jax.Array:
-        """combine(D_∅, D_c, D̂_c(m_i) [N, n, d]). Outside the application interval the sub-network
-        passes are skipped and D̂_c = D_c stands in, so every S² formula there is exactly CFG."""
-        lo, hi = self.dyn[2], self.dyn[3]
-        active = (self.position >= lo) & (self.position <= hi)
-        return combine(*self.main.guided_passes(self.x, self.sigma, self.null, self.label, masks,
-                                                shared_prefix=self.gcfg.shared_prefix, active=active))
-
-
-def _plain(d):
-    return lambda c: (lambda out: (out, out, c.state))(d(c))
-
-
-def _step_apg(c: Step):
-    d, running = apg(*c.uncond_cond(), c.scale, c.state, eta=c.gcfg.apg_eta, momentum=c.gcfg.apg_momentum,
-                     norm_threshold=c.gcfg.apg_norm_threshold)
-    return d, d, running
-
-
-def _step_cfgpp(c: Step):
-    d, d_renoise = cfg_pp(*c.uncond_cond(), c.gcfg.cfgpp_scale)
-    return d, d_renoise, c.state
-
-
-_STEPS = {
-    "none": _plain(lambda c: none(c.cond())),
-    "cfg": _plain(lambda c: cfg(*c.uncond_cond(), c.scale)),
-    "autoguidance": _plain(lambda c: autoguidance(c.weak(c.x, c.sigma, c.label), c.cond(), c.scale)),
-    "s2": _plain(lambda c: c.with_sub(c.masks(1), lambda du, dc, ds: s2(du, dc, ds[0], c.scale, c.s2_scale))),
-    "s2-naive": _plain(lambda c: c.with_sub(c.masks(c.gcfg.num_masks),
-                                            lambda du, dc, ds: s2_naive(du, dc, ds, c.scale, c.s2_scale))),
-    "fixed-block": _plain(lambda c: c.with_sub(c.dyn[5:5 + c.main.num_blocks][None],
-                                               lambda du, dc, ds: s2(du, dc, ds[0], c.scale, c.s2_scale))),
-    "cfg++": _step_cfgpp,
-    "cfg-zero*": _plain(lambda c: jnp.where(c.index < c.gcfg.zero_init_steps, c.x,
-                                            cfg_zero_star(c.x, c.sigma, *c.uncond_cond(), c.scale))),
-    "apg": _step_apg,
-    "guidance-interval": _plain(lambda c: guidance_interval(*c.uncond_cond(), c.scale, c.sigma, *c.gcfg.gi_sigma)),
-}
-
-
-def masks_drawn(gcfg: GuidanceConfig) -> int:
-    """How many masks one step of the method draws (0 for methods that drop no block or a fixed one)."""
-    return {"s2": 1, "s2-naive": gcfg.num_masks}.get(gcfg.method, 0)
+    def predictions(self, spec: Method) -> dict[str, jax.Array]:
+        """The predictions the method needs, each computed once: D_∅ and D_c in one batched pass, the
+        sub-network passes sharing D_c's prefix and skipped outside the application interval."""
+        needs, p = spec.needs, {"x": self.x, "sigma": self.sigma, "step": self.index, "state": self.state}
+        if spec.mask is not None:
+            lo, hi = self.runtime["interval"][0], self.runtime["interval"][1]
+            active = (self.position >= lo) & (self.position <= hi)
+            p["uncond"], p["cond"], p["subs"] = self.main.guided_passes(
+                self.x, self.sigma, self.null, self.label, self.masks(spec),
+                shared_prefix=self.gcfg.shared_prefix, active=active)
+            p["sub"] = p["subs"][0]
+        elif "uncond" in needs:
+            p["uncond"], p["cond"] = uncond_cond(self.main, self.x, self.sigma, self.null, self.label)
+        elif "cond" in needs:
+            p["cond"] = self.main(self.x, self.sigma, self.label)                 # [n, d]
+        if "weak" in needs:
+            p["weak"] = self.weak(self.x, self.sigma, self.label)                # [n, d]
+        return p
 
 
 def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: jax.Array, sigma: jax.Array,
-                label: jax.Array, scores: jax.Array, position: jax.Array, dyn: jax.Array, state: jax.Array,
+                label: jax.Array, scores: jax.Array, position: jax.Array, runtime: dict, state: jax.Array,
                 step) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One step's guided prediction: returns (D̃, D_renoise, new state).
 
     x: [n, d]; sigma: scalar; label: [n] target class; scores: this step's mask scores [N, K]
     (`mask_scores` of the step's key, N = `masks_drawn`); position: the step's place in [0, 1] along
-    the sampler; dyn: `GuidanceConfig.dynamic(K)`; state: [n, d] carried across steps; step: the step
-    index. D_renoise is the prediction whose noise the sampler keeps (D̃ itself, except CFG++'s D_∅)."""
-    return gcfg.spec.step(Step(gcfg, main, weak, x, sigma, label, scores, position, dyn, state, step))
+    the sampler; runtime: `GuidanceConfig.runtime(K)`; state: [n, d] carried across steps; step: the
+    step index. D_renoise is the prediction whose noise the sampler keeps (D̃ itself, except CFG++'s D_∅)."""
+    spec = gcfg.spec
+    c = Step(gcfg, main, weak, x, sigma, label, scores, position, runtime, state, step)
+    p = c.predictions(spec)
+    out = spec.fn(*(p[n] for n in spec.needs), **{r: c.setting(r) for r in spec.reads})   # the method's formula
+    d, new_state = out if "state" in spec.needs else (out, state)
+    return d, (p[spec.renoise] if spec.renoise else d), new_state
+
+
+def masks_drawn(gcfg: GuidanceConfig) -> int:
+    """How many masks one step of the method draws (0 for methods that drop no block or a fixed one)."""
+    return gcfg.spec.masks_per_step(gcfg)
 
 
 def guided_prediction(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: jax.Array,
                       sigma: jax.Array, label: jax.Array, key: jax.Array, position: jax.Array,
-                      dyn: jax.Array) -> jax.Array:
+                      runtime: dict) -> jax.Array:
     """D̃(x; σ, c) alone, for stateless use (the first step's state), its masks drawn from `key`."""
     scores = mask_scores(key, max(1, masks_drawn(gcfg)), main.num_blocks)
-    return guided_step(gcfg, main, weak, x, sigma, label, scores, position, dyn, jnp.zeros_like(x), 0)[0]
+    return guided_step(gcfg, main, weak, x, sigma, label, scores, position, runtime, jnp.zeros_like(x), 0)[0]
 
 
-# -- the registry -------------------------------------------------------------------------------
+# -- the built-in methods, declared through the public API -----------------------------------------
 
-@dataclass(frozen=True)
-class Method:
-    """One guidance method, declared once."""
-
-    name: str                      # the name on the command line and in JSON
-    label: str                     # the display label in figures, tables and the app
-    needs: tuple[str, ...]         # the predictions it uses: cond, uncond, weak, sub (sub-network)
-    params: tuple[str, ...]        # the GuidanceConfig fields it reads (besides method, shared_prefix)
-    exact: bool                    # runs on the exact closed-form denoiser (sub/weak: the ideal weak model)
-    formula: str                   # the formula, plain text
-    source: str                    # the paper's equation, or the work it comes from
-    explain: str                   # one paragraph for the app and the docs (Markdown with LaTeX)
-    step: Callable = None          # Step → (D̃, D_renoise, new state)
-
-    @property
-    def drops_blocks(self) -> bool:
-        return "sub" in self.needs
+_S2_EXPLAIN = (r"S²-Guidance (paper Eq. 4, Algorithm 1): CFG $-\ \omega (\hat D_c(m_t) - D_c)$ with one fresh random "
+               "block mask per step, inside the central part of the sampler (CFG outside it). On the exact denoiser "
+               r"the sub-network is the ideal weak model $D^\delta_c$.")
 
 
-_S2_PARAMS = ("scale", "s2_scale", "drop_ratio", "num_drop", "exclude", "interval")
-_DECLARED = [
-    Method("none", "no guidance", ("cond",), (), True, "D_c", "—",
-           r"Plain conditional sampling, $\tilde D = D_c$: the reference that every guidance distorts."),
-    Method("cfg", "CFG", ("uncond", "cond"), ("scale",), True, "D_∅ + λ(D_c − D_∅)", "paper Eq. 1",
-           r"Classifier-free guidance (paper Eq. 1): $\tilde D = D_\varnothing + \lambda (D_c - D_\varnothing)$. "
-           "Even with exact denoisers it pushes the modes away from the other classes and narrows them."),
-    Method("autoguidance", "Autoguidance", ("weak", "cond"), ("scale",), True, "D_weak + λ(D_c − D_weak)",
-           "Karras et al. 2024",
-           r"Autoguidance (Karras et al. 2024): $\tilde D = D_{weak} + \lambda (D_c - D_{weak})$ with a smaller or "
-           "less-trained model of the same class. On the exact denoiser the weak model is the ideal one: the "
-           r"truth with every covariance widened by $\delta^2 I$."),
-    Method("s2", "S²", ("uncond", "cond", "sub"), _S2_PARAMS, True, "CFG − ω(D̂_c(m_t) − D_c), one mask per step",
-           "paper Eq. 4, Algorithm 1",
-           r"S²-Guidance (paper Eq. 4, Algorithm 1): CFG $-\ \omega (\hat D_c(m_t) - D_c)$ with one fresh random "
-           "block mask per step, inside the central part of the sampler (CFG outside it). On the exact denoiser "
-           r"the sub-network is the ideal weak model $D^\delta_c$."),
-    Method("s2-naive", "naive S²", ("uncond", "cond", "sub"), _S2_PARAMS + ("num_masks",), False,
-           "CFG − (ω/N) Σᵢ (D̂_c(mᵢ) − D_c), N masks per step", "paper Eq. 3",
-           r"Naive S² (paper Eq. 3): CFG $-\ \frac{\omega}{N}\sum_i (\hat D_c(m_i) - D_c)$, N random "
-           "sub-networks per step."),
-    Method("fixed-block", "fixed-block S²", ("uncond", "cond", "sub"), ("scale", "s2_scale", "fixed_blocks", "interval"),
-           False, "as S² with one fixed mask for every step", "paper Fig. 7c/d, Fig. 15",
-           "As S² with the same dropped block(s) at every step (paper Fig. 7c/d, Fig. 15)."),
-    Method("cfg++", "CFG++", ("uncond", "cond"), ("cfgpp_scale",), True,
-           "D_∅ + λ'(D_c − D_∅), λ' ∈ [0, 1], renoised with D_∅'s noise", "Chung et al. 2024",
-           r"CFG++ (Chung et al. 2024): the CFG estimate with its own scale $\lambda' \in [0, 1]$ (`cfgpp_scale`, "
-           r"default 0.6), renoised with $D_\varnothing$'s noise in a first-order step."),
-    Method("cfg-zero*", "CFG-Zero*", ("uncond", "cond"), ("scale", "zero_init_steps"), True,
-           "on ε: s* = ⟨ε_c, ε_∅⟩/‖ε_∅‖², ε̃ = s*ε_∅ + λ(ε_c − s*ε_∅); ε̃ = 0 at the first step",
-           "Fan et al. 2025",
-           r"CFG-Zero* (Fan et al. 2025): CFG on $\epsilon$ with the unconditional branch rescaled by "
-           r"$s^* = \langle\epsilon_c, \epsilon_\varnothing\rangle / \|\epsilon_\varnothing\|^2$; the first step is zeroed."),
-    Method("apg", "APG", ("uncond", "cond"), ("scale", "apg_eta", "apg_momentum", "apg_norm_threshold"), True,
-           "Δ̄ ← (D_c − D_∅) + βΔ̄, clipped to norm r, D̃ = D_c + (λ − 1)(Δ̄_⊥ + ηΔ̄_∥)", "Sadat et al. 2024",
-           r"Adaptive projected guidance (Sadat et al. 2024): the guidance update $D_c - D_\varnothing$ with "
-           r"momentum, its norm capped and its component parallel to $D_c$ removed (η = 0). In 1D nothing "
-           "orthogonal is left, so APG is plain conditional sampling there."),
-    Method("guidance-interval", "guidance interval", ("uncond", "cond"), ("scale", "gi_sigma"), True,
-           "CFG for σ ∈ (0.28, 5.42], D_c elsewhere", "Kynkäänniemi et al. 2024",
-           r"Guidance interval (Kynkäänniemi et al. 2024): CFG only for $\sigma \in (0.28, 5.42]$, plain $D_c$ "
-           "elsewhere."),
-]
-REGISTRY: dict[str, Method] = {m.name: replace(m, step=_STEPS[m.name]) for m in _DECLARED}
+def _builtin(name, fn, **kw):
+    register(name, builtin=True, **kw)(fn)
 
-METHODS = tuple(REGISTRY)                                                        # every method, in order
-PAPER_METHODS = ("none", "cfg", "autoguidance", "s2", "s2-naive", "fixed-block")
-BASELINES = tuple(m for m in METHODS if m not in PAPER_METHODS)                  # the paper's comparisons
-MASK_METHODS = tuple(m for m, s in REGISTRY.items() if s.drops_blocks)           # drop blocks of the network
-EXACT_METHODS = tuple(m for m, s in REGISTRY.items() if s.exact)                 # run on the exact denoiser
+
+_builtin("none", none, label="no guidance", needs=("cond",), formula="D_c", source="—",
+         explain=r"Plain conditional sampling, $\tilde D = D_c$: the reference that every guidance distorts.")
+_builtin("cfg", cfg, label="CFG", needs=("uncond", "cond"), reads=("scale",), formula="D_∅ + λ(D_c − D_∅)",
+         source="paper Eq. 1",
+         explain=r"Classifier-free guidance (paper Eq. 1): $\tilde D = D_\varnothing + \lambda (D_c - D_\varnothing)$. "
+                 "Even with exact denoisers it pushes the modes away from the other classes and narrows them.")
+_builtin("autoguidance", autoguidance, label="Autoguidance", needs=("weak", "cond"), reads=("scale",),
+         formula="D_weak + λ(D_c − D_weak)", source="Karras et al. 2024",
+         explain=r"Autoguidance (Karras et al. 2024): $\tilde D = D_{weak} + \lambda (D_c - D_{weak})$ with a smaller "
+                 "or less-trained model of the same class. On the exact denoiser the weak model is the ideal one: "
+                 r"the truth with every covariance widened by $\delta^2 I$.")
+_builtin("s2", s2, label="S²", needs=("uncond", "cond", "sub"), reads=("scale", "s2_scale"),
+         formula="CFG − ω(D̂_c(m_t) − D_c), one mask per step", source="paper Eq. 4, Algorithm 1", explain=_S2_EXPLAIN)
+_builtin("s2-naive", s2_naive, label="naive S²", needs=("uncond", "cond", "subs"), reads=("scale", "s2_scale"),
+         formula="CFG − (ω/N) Σᵢ (D̂_c(mᵢ) − D_c), N masks per step", source="paper Eq. 3",
+         explain=r"Naive S² (paper Eq. 3): CFG $-\ \frac{\omega}{N}\sum_i (\hat D_c(m_i) - D_c)$, N random "
+                 "sub-networks per step.")
+_builtin("fixed-block", s2, label="fixed-block S²", needs=("uncond", "cond", "sub"), reads=("scale", "s2_scale"),
+         mask="fixed", formula="as S² with one fixed mask for every step", source="paper Fig. 7c/d, Fig. 15",
+         explain="As S² with the same dropped block(s) at every step (paper Fig. 7c/d, Fig. 15).")
+_builtin("cfg++", cfg_pp, label="CFG++", needs=("uncond", "cond"), reads=("cfgpp_scale",), first_order=True,
+         renoise="uncond", formula="D_∅ + λ'(D_c − D_∅), λ' ∈ [0, 1], renoised with D_∅'s noise",
+         source="Chung et al. 2024",
+         explain=r"CFG++ (Chung et al. 2024): the CFG estimate with its own scale $\lambda' \in [0, 1]$ (`cfgpp_scale`, "
+                 r"default 0.6), renoised with $D_\varnothing$'s noise in a first-order step.")
+_builtin("cfg-zero*", cfg_zero_star, label="CFG-Zero*", needs=("x", "sigma", "uncond", "cond", "step"),
+         reads=("scale", "zero_init_steps"),
+         formula="on ε: s* = ⟨ε_c, ε_∅⟩/‖ε_∅‖², ε̃ = s*ε_∅ + λ(ε_c − s*ε_∅); ε̃ = 0 at the first step",
+         source="Fan et al. 2025",
+         explain=r"CFG-Zero* (Fan et al. 2025): CFG on $\epsilon$ with the unconditional branch rescaled by "
+                 r"$s^* = \langle\epsilon_c, \epsilon_\varnothing\rangle / \|\epsilon_\varnothing\|^2$; the first step is zeroed.")
+_builtin("apg", apg, label="APG", needs=("uncond", "cond", "state"),
+         reads=("scale", "apg_eta", "apg_momentum", "apg_norm_threshold"),
+         formula="Δ̄ ← (D_c − D_∅) + βΔ̄, clipped to norm r, D̃ = D_c + (λ − 1)(Δ̄_⊥ + ηΔ̄_∥)", source="Sadat et al. 2024",
+         explain=r"Adaptive projected guidance (Sadat et al. 2024): the guidance update $D_c - D_\varnothing$ with "
+                 r"momentum, its norm capped and its component parallel to $D_c$ removed (η = 0). In 1D nothing "
+                 "orthogonal is left, so APG is plain conditional sampling there.")
+_builtin("guidance-interval", guidance_interval, label="guidance interval", needs=("uncond", "cond", "sigma"),
+         reads=("scale", "gi_sigma"), formula="CFG for σ ∈ (0.28, 5.42], D_c elsewhere", source="Kynkäänniemi et al. 2024",
+         explain=r"Guidance interval (Kynkäänniemi et al. 2024): CFG only for $\sigma \in (0.28, 5.42]$, plain $D_c$ "
+                 "elsewhere.")
+
+BASELINES = tuple(m for m, s in REGISTRY.items() if s.builtin and m not in PAPER_METHODS)   # the paper's comparisons
 
 
 def label(name: str) -> str:
@@ -438,3 +593,11 @@ def parse_methods(text: str | tuple | list) -> tuple[str, ...]:
     if dup:
         raise ToyError(f"methods lists {', '.join(dup)} more than once: name each method once")
     return tuple(names)
+
+
+def method_table() -> str:
+    """The Markdown table of every registered method (README and docs/design.md hold it; a test checks)."""
+    rows = ["| method | label | formula on D | source | settings |", "|---|---|---|---|---|"]
+    for n, m in REGISTRY.items():
+        rows.append(f"| `{n}` | {m.label} | {m.formula} | {m.source} | {', '.join(m.params) or '—'} |")
+    return "\n".join(rows)

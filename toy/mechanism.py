@@ -34,7 +34,7 @@ from toy import evaluation as E
 from toy.diffusion import SamplerConfig, draw_mask_scores, sample
 from toy.errors import ToyError, check_finite, check_int
 from toy.guidance import GuidanceConfig, mask_from_scores, num_dropped
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 from toy.nets import ExactDenoiser
 from toy.train import model_set_configs, train_models
 
@@ -191,6 +191,33 @@ def analyze(cfg: MechanismConfig, *, folder: str | Path | None = None,
                 "ideal_blur": cfg.ideal_blur if cfg.model == "ideal" else None, "quick": cfg.quick,
                 "sampler": dataclasses.asdict(cfg.sampler)}
     return {"preset": cfg.preset, "model": cfg.model, **res, "settings": settings}
+
+
+def interval_median(res: dict, key: str, interval: tuple[float, float]) -> float:
+    """Median of a mechanism series over the σ where S² acts (`interval`, fractions of the steps): at
+    the smallest σ both g and h are tiny and single values swing, which a mean would follow."""
+    T = len(res["sigmas"])
+    pos = np.arange(T) / max(T - 1, 1)
+    v = np.asarray(res[key], np.float64)[(pos >= interval[0]) & (pos <= interval[1])]
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def verdict(alpha: float, beta: float) -> str:
+    """What the medians of α and β say S² does (the app's caption)."""
+    if alpha > 0.1:
+        return "S² acts as extra CFG here (α > 0): it pushes the modes further out"
+    if beta > 0.05:
+        return "S² pulls toward the class's modes (β > 0), like a weak model"
+    return "the sub-networks barely differ from the full network: S² is close to CFG"
+
+
+def grid_for(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Points to draw the guidance terms at: 200 along x in 1D [200, 1], a 13 × 13 grid in 2D [169, 2]."""
+    if len(lo) == 1:
+        return np.linspace(lo[0], hi[0], 200)[:, None]
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 13), np.linspace(lo[1], hi[1], 13))
+    return np.stack([gx.ravel(), gy.ravel()], 1)
 
 
 def interval_for_sigma(scfg: SamplerConfig, lo: float, hi: float, sigma_data: float | None = None) -> tuple[float, float]:

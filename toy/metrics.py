@@ -28,7 +28,16 @@ from toy.errors import ToyError
 from toy.mixtures import GaussianMixture, component_labels
 
 METRICS = ("wasserstein", "mmd", "mode_coverage", "mode_shift", "spread_ratio", "gt_logp", "low_density_frac")
+# Display names with the direction that is better, for every table and the app ("↓": lower is better).
+METRIC_LABELS = {"wasserstein": "W1 ↓", "mmd": "MMD ↓", "mode_coverage": "mode coverage ↑ (1)",
+                 "mode_shift": "mode shift ↓", "spread_ratio": "spread ratio → 1", "gt_logp": "true log p ↑",
+                 "low_density_frac": "low-density share ↓"}
 MMD_SCALES = (0.1, 0.3, 1.0, 3.0)
+
+
+def metric_label(name: str) -> str:
+    """The display name of a metric: "wasserstein" → "W1 ↓"."""
+    return METRIC_LABELS.get(name, name)
 
 
 def as_samples(x, name: str = "x") -> np.ndarray:

@@ -5,8 +5,11 @@ persistent compilation cache at `cache_dir()/xla`, so a second launch of the app
 loads its compiled samplers instead of compiling them again; an explicit JAX_COMPILATION_CACHE_DIR
 wins. Call it before the first jitted call.
 
-And how the process uses the CPU: `split_cpu_cores()` (run when `toy` is imported) makes one JAX CPU
-device per core, and `rows_mesh(n)` says over which devices a sampler run of n rows splits its rows.
+`setup()` is how a program chooses how it uses the CPU; importing `toy` changes nothing in JAX. The
+command line, the app, the figure script, the bench, the notebooks and the test suite call it first:
+it makes one JAX CPU device per core (`split_cpu_cores`), and `rows_mesh(n)` then says over which
+devices a sampler run of n rows splits its rows. A program that embeds `toy` in its own JAX code and
+never calls `setup()` keeps JAX's own devices, and sampling stays on one of them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ import numpy as np
 
 # Rows per device below which a sampler run stays on one device (its small products gain nothing).
 MIN_ROWS_PER_DEVICE = 256
-_split = {"made": False}
+
+
+def setup() -> bool:
+    """Prepare this process's JAX for the simulator, before JAX starts: one CPU device per core (two at
+    most; `split_cpu_cores`). Safe to call more than once; returns whether the CPU is split."""
+    split_cpu_cores()
+    return jax.config.jax_num_cpu_devices >= 2
 
 
 def split_cpu_cores() -> bool:
@@ -46,14 +55,18 @@ def split_cpu_cores() -> bool:
         jax.config.update("jax_num_cpu_devices", want)
     except RuntimeError:          # JAX's backend already started in this process: keep its devices
         return False
-    _split["made"] = True
     return True
 
 
-def cpu_split_made() -> bool:
-    """Whether this process's CPU devices are `split_cpu_cores`' (then they serve the sampler's rows
-    only; training keeps to one device, as on a machine with one device)."""
-    return _split["made"]
+def data_devices() -> list:
+    """The devices training splits its batch over: every local accelerator, or the CPU devices the
+    user asked XLA for (`XLA_FLAGS=--xla_force_host_platform_device_count=N`). The CPU devices
+    `setup` makes serve the sampler's rows only: training's large products already keep both cores
+    busy, and its numbers stay those of one device."""
+    devices = jax.local_devices()
+    if devices[0].platform == "cpu" and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        return devices[:1]
+    return devices
 
 
 def rows_mesh(n: int, churn: bool = False) -> jax.sharding.Mesh | None:

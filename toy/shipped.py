@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-from toy.mixtures import get_preset
+from toy.presets import get_preset
 from toy.train import SHIPPED, TrainConfig, checkpoint_path, finished_checkpoint, model_set_configs, train
 
 PRESETS = ("gmm1d", "gmm2d", "tree2d")

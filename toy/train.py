@@ -40,9 +40,11 @@ from flax import nnx
 from toy import checkpoint
 from toy.diffusion import edm_loss, exact_score_loss
 from toy.errors import ToyError, check_finite, check_int
-from toy.mixtures import ConditionalMixture, get_preset
+from toy.layers import drop_labels
+from toy.mixtures import ConditionalMixture
+from toy.presets import get_preset
 from toy.nets import LearnedDenoiser, MLPConfig
-from toy.runtime import cache_dir, cpu_split_made
+from toy.runtime import cache_dir, data_devices
 
 LOSSES = ("edm", "exact")
 SHIPPED = Path(__file__).resolve().parent / "weights"      # finished checkpoints that ship with the package
@@ -142,15 +144,22 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
 
 
 def shard_batch(x: jax.Array) -> jax.Array:
-    """Split the batch axis over all local devices (data parallel); a no-op on one device, and on the
-    CPU devices `runtime.split_cpu_cores` makes for the sampler (training's large products already
-    keep both cores busy, and its numbers stay those of one device)."""
-    devices = jax.local_devices()
-    if len(devices) < 2 or x.shape[0] % len(devices) or (cpu_split_made() and devices[0].platform == "cpu"):
+    """Split the batch axis over `runtime.data_devices()` (data parallel); a no-op on one device."""
+    devices = data_devices()
+    if len(devices) < 2 or x.shape[0] % len(devices):
         return x
     mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
     spec = jax.sharding.PartitionSpec("data", *([None] * (x.ndim - 1)))
     return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+
+
+def mixture_batch(mixture: ConditionalMixture, key: jax.Array, n: int, label_dropout: float):
+    """n exact samples of the joint (x [n, d], labels [n]) with each label replaced by ∅ with
+    probability `label_dropout` (the sample still follows p(x)): the training batch that teaches the
+    network its unconditional prediction for CFG. The dropout draws from the third key of the
+    mixture's own split, which the mixture leaves unused."""
+    x, labels = mixture.sample(key, n)
+    return x, drop_labels(labels, jax.random.split(key, 3)[2], label_dropout, mixture.null_label)
 
 
 def training_masks(key: jax.Array, n: int, num_blocks: int, exclude: tuple[int, ...], p: float) -> jax.Array:
@@ -192,7 +201,7 @@ def _run_chunk(state: TrainState, data, active, *, tcfg: TrainConfig, source, gr
         """Pure loss of one batch: data, labels with dropout, noise and block masks, all from `key`."""
         k_data, k_loss = jax.random.split(key)
         if data is None:
-            x0, labels = source.sample(k_data, tcfg.batch, label_dropout=tcfg.label_dropout)   # [B, d], [B]
+            x0, labels = mixture_batch(source, k_data, tcfg.batch, tcfg.label_dropout)   # [B, d], [B]
         else:
             x0, labels = source.sample_batch(data, k_data, tcfg.batch, label_dropout=tcfg.label_dropout)
         x0, labels = shard_batch(x0), shard_batch(labels)   # data parallel when there are several devices
