@@ -228,13 +228,7 @@ def register(name: str, *, needs: tuple[str, ...], reads: tuple[str, ...] = (), 
             raise ToyError(f"{where}: mask is 'random' or 'fixed' with 'sub' ('random' with 'subs'), and only then")
         if renoise is not None and renoise not in needs_:
             raise ToyError(f"{where}: renoise must name one of its needs, got {renoise!r}")
-        own = tuple(settings)
-        for s in own:
-            if not isinstance(s, Setting):
-                raise ToyError(f"{where}: settings must be toy.guidance.Setting objects, got {s!r}")
-            if s.name in SETTINGS:
-                raise ToyError(f"{where}: setting {s.name!r} is already declared"
-                               f"{' by the simulator' if s.name in S.BUILTIN else ''}; read it or choose another name")
+        own = tuple(S.check_new(settings, where))
         reads_ = tuple(dict.fromkeys(tuple(reads) + tuple(s.name for s in own)))
         known = set(SETTINGS) | {s.name for s in own}
         unknown = [r for r in reads_ if r not in known]

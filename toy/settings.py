@@ -220,18 +220,24 @@ GUIDANCE = tuple(s.name for s in _BUILTIN if s.group == "guidance")    # Guidanc
 
 
 def declare(settings: Iterable[Setting], owner: str) -> None:
-    """Add a plugin's settings to SETTINGS: a name already declared is an error naming both."""
+    """Add a plugin's settings to SETTINGS (after `check_new`)."""
+    new = check_new(settings, owner)
+    for s in new:
+        SETTINGS[s.name] = s
+
+
+def check_new(settings: Iterable[Setting], owner: str) -> list[Setting]:
+    """The settings a plugin declares, checked: Setting objects, names not declared yet, none twice."""
     new = list(settings)
     for s in new:
         if not isinstance(s, Setting):
             raise ToyError(f"{owner}: settings must be toy.guidance.Setting objects, got {s!r}")
         if s.name in SETTINGS:
             raise ToyError(f"{owner}: setting {s.name!r} is already declared"
-                           f"{' by the simulator' if s.name in BUILTIN else ''}; choose another name")
+                           f"{' by the simulator' if s.name in BUILTIN else ''}; read it or choose another name")
     if len({s.name for s in new}) != len(new):
         raise ToyError(f"{owner}: declares a setting name twice")
-    for s in new:
-        SETTINGS[s.name] = s
+    return new
 
 
 def get(name: str) -> Setting:
