@@ -113,9 +113,10 @@ def denoisers(c, mixture, name, mkey):
     if c["source"] == "exact":
         return exact_d, exact_d.weak(), exact_d
     roles = tuple(dict.fromkeys((c["model"], c.get("weak", "small"))))
+    slot = st.empty()        # always there: the page keeps its shape (a focused slider stays mounted on a rerun)
 
     def make():
-        bar = st.progress(0.0, text="Training the networks once (cached on disk afterwards)…")
+        bar = slot.progress(0.0, text="Training the networks once (cached on disk afterwards)…")
         try:
             return train_models(name, quick=True, mixture=mixture, roles=roles, progress=lambda f, t: bar.progress(
                 min(max(f, 0.0), 1.0), text=f"Training: {t}"))
