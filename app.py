@@ -33,20 +33,17 @@ from toy.errors import ToyError
 from toy.guidance import EXACT_METHODS, METHODS, REGISTRY, GuidanceConfig, label
 from toy.metrics import METRICS, metric_label
 from toy.nets import ExactDenoiser
-from toy.presets import PRESETS, get_preset, parse_json
+from toy.presets import EXAMPLE_SPEC, PRESETS, get_preset, parse_json
 from toy.runtime import enable_compilation_cache, setup
 from toy.settings import SETTINGS, Setting, paper_defaults_text, safe_text
 from toy.train import train_models
-from toy.ui import View, widget
+from toy.ui import View, downloads, show_mechanism, widget
 
 setup()              # one CPU device per core for the samplers, before JAX starts
 # Every program, however small, goes to the persistent cache (min_compile_s=0): a second launch loads
 # them all instead of compiling any (with the default, those under 0.2 s were compiled at every launch).
 enable_compilation_cache(min_compile_s=0.0)
 
-EXAMPLE = {"classes": [{"weights": [1, 1], "means": [[-3, 0], [3, 0]], "covs": [[[1, 0], [0, 1]], [[0.5, 0], [0, 2]]]},
-                       {"weights": [1], "means": [[0, 2]], "covs": [[[1, 0.3], [0.3, 1]]]}],
-           "class_names": ["pair", "single"]}
 SOURCES = {"trained network": "trained", "exact closed form": "exact"}
 MECH_MASKS, MECH_STATES = 8, 200        # the mechanism view: masks per σ, CFG sampler states per σ
 # The view's own settings, declared with the same class as the simulator's (their URL codec is the same).
@@ -55,7 +52,7 @@ VIEW = [Setting("preset", "gmm1d", kind="choice", choices=(*PRESETS, "custom"), 
         Setting("model", "main", kind="choice", choices=MODELS, group="app"),
         Setting("weak", "small", kind="choice", choices=WEAK_MODELS, group="app"),
         SETTINGS["samples"], SETTINGS["steps"], SETTINGS["seed"], SETTINGS["label"], SETTINGS["ideal_blur"]]
-PAGE = View(VIEW, {"methods": ["cfg", "autoguidance", "s2"], "custom": json.dumps(EXAMPLE, indent=1)},
+PAGE = View(VIEW, {"methods": ["cfg", "autoguidance", "s2"], "custom": json.dumps(EXAMPLE_SPEC, indent=1)},
             Setting("step", SETTINGS["steps"].start, 0, 128, kind="int", group="app"))   # the sampler-in-time slider
 
 
@@ -193,18 +190,11 @@ def mechanism_jobs(main_d, exact_d, mixture, label_, gbase, sigma, mkey, cfg_job
     return t, d
 
 
-def show_mechanism(mixture, cfg_run, dec, gbase, sigma, terms) -> None:
-    if isinstance(cfg_run, ToyError) or isinstance(dec, ToyError):
-        st.error(f"CFG: error: {cfg_run if isinstance(cfg_run, ToyError) else dec}")
-        return
-    grid, values, w = terms
-    img = canvas(("mechanism", mixture.dim), lambda: V.MechanismCanvas(mixture.dim)).render(values, grid, w, dec, sigma)
-    st.image(V.to_png(img))
-    med = {k: M.interval_median(dec, k, gbase.interval) for k in ("alpha", "beta")}
-    st.caption(f"Left: at σ = {sigma:.3g}, what each term adds to D. Right: along the CFG sampler, the S² signal "
-               f"s = D_c − D̂_c(m) fitted as α·(D_c − D_∅) + β·(D_c − x) ({MECH_STATES} states, {MECH_MASKS} masks "
-               f"per σ). Where S² acts, median α = {med['alpha']:.2f}, β = {med['beta']:.2f}: "
-               f"{M.verdict(med['alpha'], med['beta'])}.")
+def mechanism_view(mixture, cfg_run, mech, gbase, sigma) -> None:
+    (grid, values, w), dec = mech[0].result(), mech[1].result()
+    image = None if isinstance(dec, ToyError) or isinstance(cfg_run, ToyError) else canvas(
+        ("mechanism", mixture.dim), lambda: V.MechanismCanvas(mixture.dim)).render(values, grid, w, dec, sigma)
+    show_mechanism(image, cfg_run, dec, gbase.interval, sigma, MECH_STATES, MECH_MASKS)
 
 
 def step_view(slot, mkey, mixture, label_, results, truth, noise, t_, T):
@@ -215,18 +205,6 @@ def step_view(slot, mkey, mixture, label_, results, truth, noise, t_, T):
     img = canvas(("step", mixture.dim, len(panels)), lambda: V.StepCanvas(w, len(panels))).render(panels, w)
     slot.image(V.to_png(img), caption=f"Step {t_} of {T}: σ = {sigmas[t_]:.3g}. Each method's states over the exact "
                                       f"noised density p_σ(x | c) (covariances + σ²I).")
-
-
-def downloads(mixture, truth, results, png, table, settings) -> None:
-    def csv():
-        return pd.concat([pd.DataFrame(v["x"], columns=[f"x{i}" for i in range(mixture.dim)]).assign(method=k)
-                          for k, v in {"exact samples": {"x": truth}, **results}.items()]).to_csv(index=False)
-    c1, c2, c3 = st.columns(3)
-    c1.download_button("Samples (CSV)", csv, "samples.csv", "text/csv", key="dl_csv")
-    if png is not None:
-        c2.download_button("Figure (PNG)", png, "figure.png", "image/png", key="dl_png")
-    c3.download_button("Metrics (JSON)", json.dumps({"settings": settings, "metrics": table.to_dict("index")}, indent=1),
-                       "metrics.json", "application/json", key="dl_json")
 
 
 def page(c, mixture, name, mkey, methods, t0, timing):
@@ -263,7 +241,7 @@ def page(c, mixture, name, mkey, methods, t0, timing):
     columns = {"truth": store()["columns"].get((mkey, label_, n, c["seed"], "truth"), lambda: canvas(
         ("column", mixture.dim), lambda: V.ColumnCanvas(w)).render("exact samples", truth, None, w))} if plots else {}
     results = collect(jobs, methods, mixture, w, columns, errors_box, timing,
-                      lambda r: show_mechanism(mixture, r, mech[1].result(), gbase, sigma, mech[0].result()) if plots else None,
+                      lambda r: mechanism_view(mixture, r, mech, gbase, sigma) if plots else None,
                       mech_box if plots else None)
     if not results:
         return

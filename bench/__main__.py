@@ -198,6 +198,40 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# (label, where in results.json, format, target as text, met?) for the headline table
+HEADLINE = (
+    ("S² step cost, against CFG", ("sampling", "step_cost_vs_cfg", "s2"), "{:.2f}×", "≤ 1.2×", lambda v: v <= 1.2),
+    ("naive S² (N = 4) step cost, against CFG", ("sampling", "step_cost_vs_cfg", "s2-naive"), "{:.2f}×", "≤ 1.8×",
+     lambda v: v <= 1.8),
+    ("training time to edm2's quality, edm2's time over ours", ("train_time_to_quality_vs_edm2",), "{:.0f}×", "≥ 20×",
+     lambda v: v >= 20),
+    ("app: first picture, fresh process and caches", ("app_latency", "first_render_s"), "{:.1f} s", "< 10 s",
+     lambda v: v < 10),
+    ("app: second launch", ("app_latency", "second_launch_s"), "{:.1f} s", "< 5 s", lambda v: v < 5),
+    ("app: λ move to the finished page", ("app_latency", "slider_to_rerun", "lam", "median_s"), "{:.2f} s", "< 1 s",
+     lambda v: v < 1),
+    ("full figure regeneration, models cached", ("figures", "seconds"), "{:.0f} s", "< 480 s", lambda v: v < 480),
+)
+
+
+def headline(r: dict) -> str:
+    """The headline numbers of a bench run against their targets: the table README and
+    docs/performance.md quote (a test checks they hold exactly this for bench/results.json)."""
+    m = r["machine"]
+    rows = [f"`python -m bench`, {r['date']}, {m['cpu']} ({m['cores']} cores, {m['ghz']} GHz), JAX {m['jax']} on "
+            f"{m['backend']} (`bench/results.md`):", "", "| measure | measured | target | met |",
+            "|---|---|---|---|"]
+    for name, path, fmt, target, ok in HEADLINE:
+        v = r
+        for k in path:
+            v = v.get(k, {}) if isinstance(v, dict) else {}
+        if isinstance(v, (int, float)):
+            rows.append(f"| {name} | {fmt.format(v)} | {target} | {'yes' if ok(v) else 'no'} |")
+        else:
+            rows.append(f"| {name} | not measured | {target} | – |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, no edm2, app or figure timing (for the tests)")

@@ -95,3 +95,22 @@ def test_no_method_is_special_cased_outside_the_registry():
     hits = [f"{p.relative_to(ROOT)}:{i}" for p in [*ROOT.glob("toy/**/*.py"), ROOT / "app.py"]
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == []
+
+
+def test_readme_quotes_the_bench_run():
+    """README's and docs/performance.md's numbers are bench/results.json's, through one generated table."""
+    import json
+
+    from bench.__main__ import headline
+    table = headline(json.loads((ROOT / "bench" / "results.json").read_text()))
+    for doc in (ROOT / "README.md", ROOT / "docs" / "performance.md"):
+        assert _between(doc.read_text(), "bench") == table, doc.name
+
+
+def test_docs_narrate_no_history():
+    """README and docs are a guide to the product as it is: no machines, runs or times of day."""
+    pattern = re.compile(r"AMD|Intel machine|this session|earlier session|earlier runs?\b|at \d\d:\d\d|"
+                         r"\bsession's\b|night", re.IGNORECASE)
+    hits = [f"{p.relative_to(ROOT)}:{i}: {line[:80]}" for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")]
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []

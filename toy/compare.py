@@ -18,7 +18,7 @@ from toy import evaluation as E
 from toy.diffusion import SamplerConfig
 from toy.errors import NonFiniteError, ToyError, check_finite, check_int
 from toy.guidance import METHODS, REGISTRY, GuidanceConfig, parse_methods
-from toy.metrics import METRICS
+from toy.metrics import METRICS, metric_label
 from toy.presets import get_preset
 from toy.nets import ExactDenoiser
 from toy.train import model_set_configs, train_models
@@ -139,7 +139,7 @@ def run_compare(cfg: CompareConfig, *, folder: str | Path | None = None,
 def format_table(result: dict) -> str:
     """A fixed-width table of mean ± std, one row per method."""
     cols = list(METRICS)
-    head = f"{'method':<22}" + "".join(f"{c:>20}" for c in cols)
+    head = f"{'method':<22}" + "".join(f"{metric_label(c):>20}" for c in cols)
     lines = [head, "-" * len(head)]
     for name, metrics in result["methods"].items():
         cells = []

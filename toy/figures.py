@@ -29,7 +29,7 @@ from toy.errors import ToyError
 from toy.guidance import METHODS, GuidanceConfig, label, num_dropped
 from toy import mechanism as M
 from toy.mechanism import MechanismConfig, analyze, interval_for_sigma, regime_effect
-from toy.metrics import METRICS
+from toy.metrics import METRICS, metric_label
 from toy.presets import get_preset
 from toy.nets import ExactDenoiser
 from toy.runtime import enable_compilation_cache, setup
@@ -320,10 +320,11 @@ def results(lab: Lab, out: Path) -> dict:
              f"Class 0 of each preset; {settings_line(lab.st)}. Mean ± std over seeds. "
              "`(exact)` rows use the closed-form denoiser (guidance bias alone; Autoguidance and S² there use the "
              "ideal weak model, the truth blurred by δ = 1); `truth` is fresh exact samples (the noise floor). "
-             "Lower is better for wasserstein, mmd, mode_shift, low_density_frac; spread_ratio is best at 1; "
-             "mode_coverage best at 1.", ""]
+             "↓: lower is better, ↑: higher, → 1: best at 1 (W1 is the Wasserstein distance; the JSON keeps the "
+             "metrics' code names).", ""]
     for preset, res in allres.items():
-        lines += [f"## {preset}", "", "| method | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+        lines += [f"## {preset}", "", "| method | " + " | ".join(map(metric_label, METRICS)) + " |",
+                  "|---" * (len(METRICS) + 1) + "|"]
         for name, msd in res["methods"].items():
             cells = ["n/a" if msd[k]["mean"] is None else f"{msd[k]['mean']:.3f} ± {msd[k]['std']:.3f}" for k in METRICS]
             lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")

@@ -63,6 +63,10 @@ def _tree2d() -> ConditionalMixture:
     return ConditionalMixture((a, b), np.array([0.5, 0.5]), ("left tree", "right tree"), "tree2d")
 
 
+# The app's starting custom mixture: two classes in 2D, one of two components, one correlated.
+EXAMPLE_SPEC = {"classes": [{"weights": [1, 1], "means": [[-3, 0], [3, 0]], "covs": [[[1, 0], [0, 1]], [[0.5, 0], [0, 2]]]},
+                            {"weights": [1], "means": [[0, 2]], "covs": [[[1, 0.3], [0.3, 1]]]}],
+                "class_names": ["pair", "single"]}
 PRESETS = {"gmm1d": _gmm1d, "gmm2d": _gmm2d, "tree2d": _tree2d}
 
 

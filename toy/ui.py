@@ -7,10 +7,15 @@ pasted text)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import streamlit as st
+
+from toy import mechanism as M
+from toy.canvases import to_png
 
 from toy.errors import ToyError
 from toy.guidance import REGISTRY
@@ -105,3 +110,29 @@ def widget(box, s: Setting):
         return int(box.number_input(name, int(lo), int(hi), key=key, help=helptext))
     value = box.slider(name, lo, hi, step=step, key=key, help=helptext)
     return tuple(value) if s.kind == "pair" else value
+
+
+def show_mechanism(image: np.ndarray, cfg_run, dec, interval, sigma: float, states: int, masks: int) -> None:
+    """The mechanism section: the picture (or the error that stopped CFG's run) and its one-line reading."""
+    if isinstance(cfg_run, ToyError) or isinstance(dec, ToyError):
+        st.error(f"CFG: error: {cfg_run if isinstance(cfg_run, ToyError) else dec}")
+        return
+    st.image(to_png(image))
+    med = {k: M.interval_median(dec, k, interval) for k in ("alpha", "beta")}
+    st.caption(f"Left: at σ = {sigma:.3g}, what each term adds to D. Right: along the CFG sampler, the S² signal "
+               f"s = D_c − D̂_c(m) fitted as α·(D_c − D_∅) + β·(D_c − x) ({states} states, {masks} masks "
+               f"per σ). Where S² acts, median α = {med['alpha']:.2f}, β = {med['beta']:.2f}: "
+               f"{M.verdict(med['alpha'], med['beta'])}.")
+
+
+def downloads(mixture, truth, results, png, table, settings) -> None:
+    """Samples (CSV, built on click), the figure (PNG) and the metrics with their settings (JSON)."""
+    def csv():
+        return pd.concat([pd.DataFrame(v["x"], columns=[f"x{i}" for i in range(mixture.dim)]).assign(method=k)
+                          for k, v in {"exact samples": {"x": truth}, **results}.items()]).to_csv(index=False)
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Samples (CSV)", csv, "samples.csv", "text/csv", key="dl_csv")
+    if png is not None:
+        c2.download_button("Figure (PNG)", png, "figure.png", "image/png", key="dl_png")
+    c3.download_button("Metrics (JSON)", json.dumps({"settings": settings, "metrics": table.to_dict("index")}, indent=1),
+                       "metrics.json", "application/json", key="dl_json")
