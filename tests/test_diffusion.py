@@ -160,12 +160,15 @@ def test_runtime_settings_do_not_recompile():
     np.testing.assert_array_equal(r.trajectory[-1], r.x)
     np.testing.assert_allclose(r.trajectory[0], 40.0 * np.asarray(jax.random.normal(jax.random.split(key, 3)[0], (64, 1))),
                                rtol=1e-6)                                      # starts from σ_max · noise
-    # and the runtime number of dropped blocks takes effect: dropping more moves S² further from CFG
-    cfg = sample(D, GuidanceConfig(method="cfg"), scfg, key, 64, 0).x
+    # and the runtime number of dropped blocks takes effect exactly: dropping all seven droppable blocks
+    # leaves one possible mask, so S² is fixed-block S² with blocks 1-7 dropped at every step, to the bit
     one = sample(D, GuidanceConfig(method="s2", num_drop=1, s2_scale=1.0), scfg, key, 64, 0).x
-    many = sample(D, GuidanceConfig(method="s2", num_drop=7, s2_scale=1.0), scfg, key, 64, 0).x
-    assert not np.allclose(one, many)
-    assert float(jnp.abs(many - cfg).mean()) > 0
+    every = sample(D, GuidanceConfig(method="s2", num_drop=7, s2_scale=1.0), scfg, key, 64, 0).x
+    fixed = sample(D, GuidanceConfig(method="fixed-block", fixed_blocks=tuple(range(1, 8)), s2_scale=1.0), scfg, key,
+                   64, 0).x
+    np.testing.assert_array_equal(every, fixed)
+    assert not np.allclose(one, every)
+    assert compiled_samplers() == size
 
 
 def test_rows_split_over_the_cpu_devices_equal_one_device(monkeypatch):

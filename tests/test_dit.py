@@ -86,6 +86,17 @@ def test_patchify_round_trip_and_label_table():
     assert set(DIT_SIZES) >= {"XS", "S", "S/2", "B/2"}
 
 
+def test_the_null_row_is_the_unconditional_models_alone():
+    """The label embedder owns the null row: changing it moves D_∅ and never a class's prediction."""
+    model = randomized()
+    x, sigma, _ = inputs(n=4)
+    cls, null = jnp.array([0, 1, 1, 0]), jnp.full(4, 2)
+    before_cls, before_null = model(x, sigma, cls), model(x, sigma, null)
+    model.label.table.embedding[...] = model.label.table.embedding[...].at[2].add(0.5)
+    assert not np.allclose(model(x, sigma, null), before_null, atol=1e-5)
+    np.testing.assert_array_equal(model(x, sigma, cls), before_cls)
+
+
 def test_a_few_training_steps_lower_the_loss(tmp_path):
     data = load_digits()
     tcfg = TrainConfig(preset="images-digits", width=32, num_blocks=3, steps=300, batch=64, lr=2e-3, warmup=20,

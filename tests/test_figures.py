@@ -5,6 +5,7 @@ import json
 import matplotlib.image as mpimg
 import numpy as np
 
+from toy import claims as C
 from toy.claims import VERDICTS
 from toy.figures import IMAGE_FIGURES, TOY_FIGURES, Settings, main
 from toy.guidance import EXACT_METHODS, METHODS
@@ -35,7 +36,16 @@ def test_quick_figures(cache_dir, trained, tmp_path, capsys):
             assert set(ms) == set(METRICS)
     for row in ("| CFG |", "| S² |", "| naive S² |", "| CFG (exact) |", "| S² (exact) |", "| Autoguidance (exact) |"):
         assert row in md
+    # the Markdown table is the JSON's numbers, under the metrics' display names
+    assert "| method | W1 ↓ | MMD ↓ |" in md
+    cfg = res["gmm1d"]["methods"]["cfg"]
+    row = next(line for line in md.split("## gmm1d")[1].splitlines() if line.startswith("| CFG |"))
+    assert row == "| CFG | " + " | ".join(f"{cfg[k]['mean']:.3f} ± {cfg[k]['std']:.3f}" for k in METRICS) + " |"
     claims = json.loads((tmp_path / "claims.json").read_text())
+    # each verdict is computed from the table's numbers (the first two claims, recomputed here)
+    for fn, entry in zip((C.cfg_shifts_modes, C.autoguidance_helps), claims[:2]):
+        claim, evidence, verdict = fn(res, 2)
+        assert (claim, evidence, verdict) == (entry["claim"], entry["evidence"], entry["verdict"])
     assert len(claims) == 9
     assert all(c["verdict"] in VERDICTS and c["evidence"] for c in claims)
     assert any("ideal weak sub-network" in c["claim"] for c in claims)

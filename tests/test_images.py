@@ -45,7 +45,9 @@ def test_cli_train_and_sample_reuse_the_models(quick_run, tmp_path, capsys):
     assert cli(["images", "sample", "--quick", "--method", "s2", "--n", "9", "--label", "1", "--out", str(png)]) == 0
     arr = np.load(png.with_suffix(".npz"))
     assert arr["images"].shape == (9, 8, 8, 1) and arr["images"].dtype == np.uint8 and int(arr["class_id"]) == 1
-    assert mpimg.imread(png).shape[:2] == (24, 24)
+    pixels = mpimg.imread(png)[..., 0] * 255                                # [24, 24]: the picture is the arrays
+    tiles = pixels.reshape(3, 8, 3, 8).transpose(0, 2, 1, 3).reshape(9, 8, 8)
+    np.testing.assert_allclose(tiles, arr["images"][..., 0], atol=1.5)      # image i*3 + j at row i, column j
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -76,8 +76,14 @@ def test_learned_denoiser_is_the_model_and_jits():
     x, sigma, labels = inputs()
     np.testing.assert_allclose(jax.jit(lambda D, x: D(x, sigma, labels))(D, x), model(x, sigma, labels), rtol=1e-5, atol=1e-5)
     assert D.num_blocks == 8 and D.null_label == 2
-    # the null class has its own learned embedding row
-    assert nnx.state(model, nnx.Param)["label"]["table"]["embedding"][...].shape == (3, 64)
+    # the null class has its own learned embedding row (index 2): changing it moves D_∅ and nothing else
+    table = model.label.table.embedding
+    assert table[...].shape == (3, 64)
+    null, cls = jnp.full(labels.shape, D.null_label, jnp.int32), labels % 2                 # classes 0 and 1 only
+    before_null, before_cls = model(x, sigma, null), model(x, sigma, cls)
+    table[...] = table[...].at[2].add(0.5)
+    assert not np.allclose(model(x, sigma, null), before_null, atol=1e-4)
+    np.testing.assert_array_equal(model(x, sigma, cls), before_cls)
 
 
 def test_one_sigma_for_all_rows_uses_the_class_table_and_equals_per_row_sigmas():
