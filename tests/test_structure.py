@@ -76,6 +76,7 @@ def test_docs_tables_are_the_schemas_and_the_registrys():
     from toy.settings import options_table
     root = Path(__file__).resolve().parents[1]
     assert _between((root / "README.md").read_text(), "methods") == method_table()
+    assert _between((root / "docs" / "design.md").read_text(), "methods") == method_table()
     assert _between((root / "docs" / "cli.md").read_text(), "settings") == options_table(flagged=COMPARE_SETTINGS)
 
 
