@@ -30,7 +30,7 @@ from toy.cache import LRU
 from toy.compare import MODELS, WEAK_MODELS
 from toy.diffusion import SamplerConfig, initial_noise
 from toy.errors import ToyError
-from toy.guidance import EXACT_METHODS, METHODS, REGISTRY, GuidanceConfig, label
+from toy.guidance import EXACT_METHODS, METHODS, REGISTRY, GuidanceConfig, interval_problem, label
 from toy.metrics import METRICS, metric_label
 from toy.nets import ExactDenoiser
 from toy.presets import EXAMPLE_SPEC, PRESETS, get_preset, parse_json
@@ -212,6 +212,8 @@ def page(c, mixture, name, mkey, methods, t0, timing):
     main_d, weak, exact_d = denoisers(c, mixture, name, mkey)
     gbase = GuidanceConfig().with_settings(**c["guidance"]).validate()
     scfg, n, T, plots = SamplerConfig(steps=c["steps"]), c["samples"], c["steps"], mixture.dim <= 2
+    for problem in dict.fromkeys(filter(None, (interval_problem(replace(gbase, method=m), T) for m in methods))):
+        st.warning(problem.replace("; widen the interval or change --steps", ": widen the interval"))
     if st.session_state["step"] > T or st.session_state["step"] == st.session_state.get("_steps_before"):
         st.session_state["step"] = T               # clamped, or kept at the last step when the count moves
     st.session_state["_steps_before"] = T

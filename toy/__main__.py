@@ -139,10 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CACHE_NEED = 256 << 20      # free bytes the cache folder must have: checkpoints (a model set: a few MB; the
+                            # image DiTs: tens of MB) and compiled programs
+
+
 def _check_outputs(args) -> None:
+    """Everything a command will write, checked before any work: the cache folder (--cache-dir, else
+    $TOY_CACHE_DIR, else ~/.cache/s2-toy) and the output files."""
+    import os
+
     from toy import files
-    if getattr(args, "cache_dir", None) is not None:
-        files.usable_folder(args.cache_dir, "--cache-dir")
+    from toy.runtime import cache_dir
+    name = ("--cache-dir" if getattr(args, "cache_dir", None) is not None else
+            "TOY_CACHE_DIR" if os.environ.get("TOY_CACHE_DIR") else "the cache folder")
+    files.usable_folder(getattr(args, "cache_dir", None) or cache_dir(), name, need=CACHE_NEED)
     if getattr(args, "json", None) is not None:
         files.writable_file(args.json, "--json")
 
@@ -180,7 +190,8 @@ def _compare(args) -> int:
     result = run_compare(cfg, folder=args.cache_dir)
     print(format_table(result))
     if args.json:
-        files.write_json(args.json, result)
+        if not files.write_json_safely(args.json, result, "--json"):
+            return 1
         print(f"wrote {args.json}")
     return 1 if result.get("errors") else 0
 
@@ -199,7 +210,8 @@ def _mechanism(args) -> int:
         print(f"{s:>9.4g} {res['alpha'][i]:>8.3f} {res['beta'][i]:>8.3f} {res['r2'][i]:>6.2f} "
               f"{res['cos_error'][i]:>10.3f} {res['ratio'][i]:>8.3f}")
     if args.json:
-        files.write_json(args.json, res)
+        if not files.write_json_safely(args.json, res, "--json"):
+            return 1
         print(f"wrote {args.json}")
     return 0
 

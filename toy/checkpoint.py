@@ -15,8 +15,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from toy.errors import CheckpointError
-from toy.files import atomic_write
+from toy.errors import CheckpointError, ToyError
+from toy.files import atomic_write, regular_file
 
 _HEADER = "__header__"
 FORMAT = "toy-checkpoint-v1"
@@ -47,11 +47,33 @@ def save(path: str | Path, trees: dict[str, Any], config: dict, meta: dict | Non
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+MAX_BYTES = 4 << 30          # a checkpoint is read only if it is a regular file of at most this size
+
+
+def _check_file(path: Path) -> None:
+    """A checkpoint is a regular file (links followed) of at most MAX_BYTES: never a FIFO or a device."""
+    if not path.exists() and not path.is_symlink():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        regular_file(path, "checkpoint", MAX_BYTES)
+    except ToyError as e:
+        raise CheckpointError(f"{e}; delete it to retrain") from None
+
+
+def _open(path: Path):
+    """np.load of a checkpoint, which must be an .npz archive (a plain .npy array is not one)."""
+    z = np.load(path, allow_pickle=False)
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError("not an .npz archive")
+    return z
+
+
 def read_header(path: str | Path) -> dict:
     """The JSON header (format, config, meta) of a checkpoint, with clear errors for bad files."""
     path = Path(path)
+    _check_file(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with _open(path) as z:
             header = json.loads(bytes(z[_HEADER]).decode())
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
@@ -81,7 +103,7 @@ def load(path: str | Path, templates: dict[str, Any], config: dict | None = None
                               f"{', '.join(diff)}); delete it or choose a different cache folder")
     out = {}
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with _open(path) as z:
             for name, template in templates.items():
                 paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
                 leaves = []

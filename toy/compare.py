@@ -17,7 +17,7 @@ from typing import Callable
 from toy import evaluation as E
 from toy.diffusion import SamplerConfig
 from toy.errors import NonFiniteError, ToyError, check_finite, check_int
-from toy.guidance import METHODS, REGISTRY, GuidanceConfig, parse_methods
+from toy.guidance import METHODS, REGISTRY, GuidanceConfig, interval_problem, parse_methods
 from toy.metrics import METRICS, metric_label
 from toy.presets import get_preset
 from toy.nets import ExactDenoiser
@@ -68,6 +68,9 @@ class CompareConfig:
         K = model_set_configs(self.preset, self.quick, self.train_seed)[self.model].num_blocks
         for m in methods:
             replace(self.guidance, method=m).validate(K)
+            problem = interval_problem(replace(self.guidance, method=m), self.sampler.validate().steps)
+            if problem:
+                raise ToyError(problem)
         return replace(self, methods=methods, sampler=self.sampler.validate(), seeds=tuple(int(s) for s in self.seeds))
 
 

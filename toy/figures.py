@@ -32,7 +32,7 @@ from toy.mechanism import MechanismConfig, analyze, interval_for_sigma, regime_e
 from toy.metrics import METRICS, metric_label
 from toy.presets import get_preset
 from toy.nets import ExactDenoiser
-from toy.runtime import enable_compilation_cache, setup
+from toy.runtime import cache_dir, enable_compilation_cache, setup
 from toy.settings import BUILTIN, parse_assignments
 from toy.shipped import regime_config
 from toy.train import model_set_configs, train, train_models
@@ -593,6 +593,7 @@ def main(argv=None) -> int:
             raise ToyError(f"--set {', '.join(builtin)}: the figures use the paper's settings; --set takes a plugin "
                            f"method's own settings")
         out = files.usable_folder(a.out, "--out")
+        files.usable_folder(cache_dir(), "the cache folder ($TOY_CACHE_DIR)", need=256 << 20)   # networks may train
         enable_compilation_cache()
         lab = Lab(Settings.make(a.quick, a.model, tuple(extra.items())))
         image_cfg = IP = None

@@ -498,6 +498,25 @@ def guided_step(gcfg: GuidanceConfig, main: Denoiser, weak: Denoiser | None, x: 
     return d, (p[spec.renoise] if spec.renoise else d), new_state
 
 
+def steps_in_interval(interval: tuple[float, float], steps: int) -> list[int]:
+    """The sampler steps (0-based) where self-guidance acts: step i sits at position i / (T − 1) along
+    the sampler, computed in float32 as the sampler does, and acts when lo ≤ position ≤ hi."""
+    pos = np.arange(steps, dtype=np.float32) / np.float32(max(steps - 1, 1))
+    lo, hi = np.float32(interval[0]), np.float32(interval[1])
+    return [int(i) for i in np.flatnonzero((pos >= lo) & (pos <= hi))]
+
+
+def interval_problem(gcfg: GuidanceConfig, steps: int) -> str | None:
+    """Why the method's application interval makes it a silent no-op on a `steps`-step sampler (it
+    covers no step, so every step is CFG), or None."""
+    if gcfg.spec.mask is None or steps_in_interval(gcfg.interval, steps):
+        return None
+    pos = ", ".join(f"{i / max(steps - 1, 1):.3g}" for i in range(min(steps, 12))) + (", …" if steps > 12 else "")
+    lo, hi = gcfg.interval
+    return (f"the interval ({lo:g}, {hi:g}) covers no step of the {steps}-step sampler (its steps sit at {pos}): "
+            f"{gcfg.method} would be CFG at every step; widen the interval or change --steps")
+
+
 def masks_drawn(gcfg: GuidanceConfig) -> int:
     """How many masks one step of the method draws (0 for methods that drop no block or a fixed one)."""
     return gcfg.spec.masks_per_step(gcfg)

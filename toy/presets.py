@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from toy.errors import ToyError
+from toy.files import read_bytes
 from toy.mixtures import ConditionalMixture, GaussianMixture
 
 # -- presets ----------------------------------------------------------------------------------
@@ -132,10 +133,15 @@ def parse_json(text: str | bytes, source: str = "the custom mixture", name: str 
             raise ToyError(f"{source} is not UTF-8 text (byte {e.start} cannot be decoded)") from None
     try:
         spec = json.loads(text)
+        json.dumps(spec, ensure_ascii=False).encode("utf-8")    # a lone surrogate (raw or as "\\ud800") is no text
     except json.JSONDecodeError as e:
         raise ToyError(f"{source} is not valid JSON: {e}") from None
     except RecursionError:
         raise ToyError(f"{source} nests too deeply to be a mixture spec") from None
+    except UnicodeEncodeError:
+        raise ToyError(f"{source} holds a character that is not valid text (a lone surrogate)") from None
+    except ValueError as e:          # Python's limit on digits in an integer, and the like
+        raise ToyError(f"{source} is not a usable mixture spec: {str(e).split('; ')[0][:120]}") from None
     try:
         return from_dict(spec, name=name)
     except RecursionError:
@@ -147,13 +153,7 @@ def parse_json(text: str | bytes, source: str = "the custom mixture", name: str 
 def load_json(path: str | Path) -> ConditionalMixture:
     """A user mixture from a JSON file (format in `from_dict`), validated with clear errors."""
     p = Path(path)
-    try:
-        if p.stat().st_size > MAX_SPEC_BYTES:
-            raise ToyError(f"mixture file {str(p)!r} is {p.stat().st_size:,} bytes; a mixture spec is at most "
-                           f"{MAX_SPEC_BYTES:,}")
-        data = p.read_bytes()
-    except OSError as e:
-        raise ToyError(f"cannot read mixture file {str(p)!r}: {e.strerror or type(e).__name__}") from None
+    data = read_bytes(p, "mixture file", MAX_SPEC_BYTES)       # a regular file, bounded: no FIFO, no /dev/zero
     return parse_json(data, f"mixture file {str(p)!r}", p.stem)
 
 

@@ -45,6 +45,7 @@ from toy.mixtures import ConditionalMixture
 from toy.presets import get_preset
 from toy.nets import LearnedDenoiser, MLPConfig
 from toy.runtime import cache_dir, data_devices
+from toy.settings import SEED_MAX
 
 LOSSES = ("edm", "exact")
 SHIPPED = Path(__file__).resolve().parent / "weights"      # finished checkpoints that ship with the package
@@ -345,6 +346,12 @@ ROLES = ("main", "small", "early", "blockdrop")    # early is the main run's sna
 BLOCK_DROP = 0.1                                    # the blockdrop variant's stochastic depth
 
 
+def derived_seed(seed: int, offset: int = 1) -> int:
+    """A second seed from a seed, inside the one seed range [0, 2³¹ − 1]: seed + offset, wrapped
+    (every documented seed works, 2³¹ − 1 included; the seeds of the shipped networks are unchanged)."""
+    return (int(seed) + offset) % (SEED_MAX + 1)
+
+
 def model_set_configs(preset: str, quick: bool = False, seed: int = 0) -> dict[str, TrainConfig]:
     """The training runs of a preset's model set: main, small (the smaller weak model) and
     blockdrop (main with stochastic depth); the early weak model is main's snapshot.
@@ -352,7 +359,7 @@ def model_set_configs(preset: str, quick: bool = False, seed: int = 0) -> dict[s
     steps, batch = (1500, 512) if quick else (8000, 2048)
     snap = (steps // 4) // 100 * 100
     main = TrainConfig(preset=preset, width=64, num_blocks=8, steps=steps, batch=batch, seed=seed, snapshot=snap)
-    small = replace(main, width=32, num_blocks=4, steps=steps // 4, snapshot=0, seed=seed + 1)
+    small = replace(main, width=32, num_blocks=4, steps=steps // 4, snapshot=0, seed=derived_seed(seed))
     blockdrop = replace(main, block_drop=BLOCK_DROP, snapshot=0)
     return {"main": main, "small": small, "blockdrop": blockdrop}
 

@@ -81,6 +81,13 @@ def _image_config(args):
     return (quick_config(**kw) if args.quick else ImageConfig(**kw)).validate()
 
 
+def sample_paths(out: str) -> tuple[Path, Path]:
+    """(picture, arrays) of `images sample --out`: two distinct files, OUT and OUT with .npz; an OUT
+    ending in .npz names the arrays, and the picture goes beside it as .png."""
+    p = Path(out)
+    return (p.with_suffix(".png"), p) if p.suffix == ".npz" else (p, p.with_suffix(".npz"))
+
+
 def _check(args) -> None:
     """Everything that can be checked before the data is read and the models are trained."""
     check_int("--seed", args.seed, low=0, high=2**31 - 1)
@@ -94,8 +101,8 @@ def _check(args) -> None:
         GuidanceConfig(method=method, scale=args.guidance_scale, s2_scale=args.s2_scale).validate()
         check_int("--n", args.n, low=1, high=10_000)
         check_int("--sample-seed", args.sample_seed, low=0, high=2**31 - 1)
-        files.writable_file(args.out, "--out")
-        files.writable_file(Path(args.out).with_suffix(".npz"), "--out (.npz)")
+        for path, what in zip(sample_paths(args.out), ("--out (the picture)", "--out (the arrays)")):
+            files.writable_file(path, what)
     if cmd == "evaluate":
         files.usable_folder(args.out, "--out")
         if args.clip is not None:
@@ -126,7 +133,7 @@ def run(args) -> int:
         from matplotlib.figure import Figure
         label = data.classes.index(args.label) if args.label is not None else 0
         x = generate(models, args.method.strip(), args.n, label, icfg, args.sample_seed)
-        out = Path(args.out)
+        out, arrays = sample_paths(args.out)
         cols = int(np.ceil(np.sqrt(args.n)))
         pad = np.full((cols * cols - len(x), x.shape[1]), -1.0, x.dtype)
         grid = picture(np.concatenate([x, pad]).reshape(cols, cols, -1), data).squeeze()
@@ -135,8 +142,8 @@ def run(args) -> int:
         fig = Figure(figsize=(grid.shape[1] / 100, grid.shape[0] / 100), dpi=100)
         fig.figimage(grid, cmap="gray" if data.channels == 1 else None, vmin=0, vmax=1)
         files.atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100))
-        files.atomic_write(out.with_suffix(".npz"), lambda f: np.savez(f, images=images, class_id=data.classes[label]))
-        print(f"wrote {out} and {out.with_suffix('.npz')} ({args.n} × {data.class_names[label]}, {args.method})")
+        files.atomic_write(arrays, lambda f: np.savez(f, images=images, class_id=data.classes[label]))
+        print(f"wrote the picture {out} and the arrays {arrays} ({args.n} × {data.class_names[label]}, {args.method})")
         return 0
     res = evaluate(icfg, data, models, args.out)
     print(Path(args.out, "images_results.md").read_text())

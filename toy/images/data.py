@@ -106,6 +106,9 @@ def _check_plain(obj) -> None:
 
 # -- CIFAR-10 -------------------------------------------------------------------------------------
 
+MAX_MEMBER_BYTES = 64 << 20     # one batch file of the archive (the official ones are 30.7 MB)
+
+
 def _batch_files(tar: tarfile.TarFile, split: str, suffix: str, version: str):
     """(name, bytes) of each batch file of a split, in order."""
     names = [f"data_batch_{i}{suffix}" for i in range(1, 6)] if split == "train" else [f"test_batch{suffix}"]
@@ -113,7 +116,13 @@ def _batch_files(tar: tarfile.TarFile, split: str, suffix: str, version: str):
     for name in names:
         if name not in members:
             raise DataError(f"the archive has no {name}; is it the CIFAR-10 {version} version?")
-        yield name, tar.extractfile(members[name]).read()
+        if members[name].size > MAX_MEMBER_BYTES:            # checked before reading, and the read stops at the cap
+            raise DataError(f"{name} unpacks to {members[name].size:,} bytes; a CIFAR-10 batch is about 31 MB "
+                            f"(at most {MAX_MEMBER_BYTES:,} are read)")
+        raw = tar.extractfile(members[name]).read(MAX_MEMBER_BYTES + 1)
+        if len(raw) > MAX_MEMBER_BYTES:
+            raise DataError(f"{name} holds more than {MAX_MEMBER_BYTES:,} bytes; refused")
+        yield name, raw
 
 
 def _python_batches(tar: tarfile.TarFile, split: str):
@@ -297,6 +306,9 @@ def _select(x: np.ndarray, y: np.ndarray, classes, num_source_classes: int, name
         if not 0 <= c < num_source_classes:
             raise ToyError(f"class id {c} is out of range: choose ids in 0..{num_source_classes - 1}")
     keep = np.isin(y, classes)
+    missing = [names[c] for c in classes if not np.any(y == c)]
+    if missing:
+        raise ToyError(f"the data holds no image of class(es) {', '.join(missing)}: choose classes it has")
     lut = np.zeros(num_source_classes, np.int32)
     lut[list(classes)] = np.arange(len(classes))
     return x[keep], lut[y[keep]], classes, tuple(names[c] for c in classes)

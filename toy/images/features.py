@@ -140,8 +140,11 @@ def check_clip_folder(weights_dir: str) -> None:
     if not (folder / "config.json").is_file() or not (folder / "flax_model.msgpack").is_file():
         raise ToyError(f"--clip {weights_dir}: expected a folder with config.json and flax_model.msgpack (Flax CLIP "
                        f"weights, e.g. openai/clip-vit-base-patch32); PyTorch .bin files are not loaded")
+    from toy.files import read_bytes, regular_file
+    regular_file(folder / "flax_model.msgpack", f"--clip {weights_dir}: the weights", 8 << 30)
+    raw = read_bytes(folder / "config.json", f"--clip {weights_dir}: config.json", 1 << 20)
     try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        cfg = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ToyError(f"--clip {weights_dir}: config.json is not valid JSON ({type(e).__name__})") from None
     if not isinstance(cfg, dict) or cfg.get("model_type") != "clip" or not isinstance(cfg.get("vision_config"), dict):

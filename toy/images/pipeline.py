@@ -27,7 +27,7 @@ from toy.guidance import BASELINES, GuidanceConfig, label
 from toy.images.data import ImageData, load_dataset
 from toy.images.dit import DIT_SIZES, DiTConfig, dit_config
 from toy.plotting import image_grid, save
-from toy.train import TrainConfig, train
+from toy.train import TrainConfig, derived_seed, train
 
 FIG4_METHODS = ("none", "cfg", "autoguidance", "s2-naive", "s2")
 TABLE_METHODS = FIG4_METHODS + BASELINES
@@ -88,7 +88,7 @@ def model_configs(icfg: ImageConfig, data: ImageData) -> dict[str, tuple[TrainCo
                        chunk=chunk, snapshot=snap, p_mean_offset=-0.5, p_std=1.2, ema_halflife=0.05)
     small_cfg = replace(mcfg, width=max(mcfg.heads * 8, mcfg.width // 2), depth=max(2, mcfg.depth // 2))
     small = replace(main, width=small_cfg.width, num_blocks=small_cfg.depth,
-                    steps=max(chunk, icfg.train_steps // 4 // chunk * chunk), snapshot=0, seed=icfg.seed + 1)
+                    steps=max(chunk, icfg.train_steps // 4 // chunk * chunk), snapshot=0, seed=derived_seed(icfg.seed))
     return {"main": (main, mcfg), "small": (small, small_cfg)}
 
 
