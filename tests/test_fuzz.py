@@ -373,3 +373,28 @@ def test_the_apps_text_and_links_are_guarded(text, needle, gmm1d_models):
     at.run()
     assert not at.exception and len(at.error) == 1 and needle in at.error[0].value
     assert at.sidebar and at.title                                       # the page stays usable
+
+
+def test_a_full_disk_after_training_keeps_the_trained_network(tmp_path, monkeypatch):
+    """The final save fails (the disk filled during training): the network is saved in the temporary
+    folder under its checkpoint name, and the one error says where; it loads from there."""
+    import tempfile
+
+    from toy import checkpoint as ck
+    from toy.errors import ToyError
+    from toy.train import TrainConfig, train
+    real = ck.save
+
+    def full(path, *a, **k):
+        if Path(path).parent == tmp_path:
+            raise OSError(28, "No space left on device")
+        return real(path, *a, **k)
+    monkeypatch.setattr(ck, "save", full)
+    tcfg = TrainConfig(preset="gmm1d", width=16, num_blocks=2, steps=20, batch=16, warmup=2, chunk=10, seed=2**31 - 1)
+    with pytest.raises(ToyError, match="saved in") as e:
+        train(tcfg, folder=tmp_path, progress=False)
+    rescue = Path(str(e.value).rsplit("saved in ", 1)[1].split("'")[1])
+    assert rescue.parent == Path(tempfile.gettempdir()) and rescue.exists()
+    monkeypatch.setattr(ck, "save", real)
+    rescue.rename(tmp_path / rescue.name)
+    assert train(tcfg, folder=tmp_path, progress=False).loaded           # moved into the cache: it loads

@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: training state is saved; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as e:      # a file system failure after the checks (a disk that filled meanwhile): one line
+        print(f"error: {e.strerror or type(e).__name__}{f': {e.filename!r}' if e.filename else ''}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

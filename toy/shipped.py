@@ -71,7 +71,11 @@ def remake_or_check(shipped: list[Run], check: bool) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m toy.shipped", description=__doc__.splitlines()[0])
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):          # one `error:` line, not the usage block
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+    p = Parser(prog="python -m toy.shipped", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="list the runs and whether their weights ship; train nothing")
     return remake_or_check(runs(), p.parse_args(argv).check)
 

@@ -26,6 +26,8 @@ import functools
 import hashlib
 import json
 import math
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -297,7 +299,11 @@ def train(tcfg: TrainConfig, *, mixture: ConditionalMixture | None = None, folde
     resumed_from = int(state.step)
 
     def save_state(s: TrainState):
-        checkpoint.save(state_path, {"state": s}, config, {"losses": [float(v) for v in losses]})
+        try:      # a resume point: if the disk is full, training goes on and the finished run is rescued below
+            checkpoint.save(state_path, {"state": s}, config, {"losses": [float(v) for v in losses]})
+        except OSError as e:
+            print(f"warning: could not save the resume point {str(state_path)!r} ({e.strerror}); training goes on",
+                  file=sys.stderr)
 
     run = chunk_runner(tcfg, mixture, graphdef)
     data = mixture.arrays() if hasattr(mixture, "arrays") else None
@@ -333,7 +339,18 @@ def train(tcfg: TrainConfig, *, mixture: ConditionalMixture | None = None, folde
         save_state(state)
         return None
     final = {"ema": state.ema} | ({"snapshot": state.snapshot} if tcfg.snapshot else {})
-    checkpoint.save(path, final, config, {"losses": [float(v) for v in losses], "finished": True})
+    meta = {"losses": [float(v) for v in losses], "finished": True}
+    try:
+        checkpoint.save(path, final, config, meta)
+    except OSError as e:        # the disk filled during training: the trained network is not lost
+        rescue = Path(tempfile.gettempdir()) / path.name
+        try:
+            checkpoint.save(rescue, final, config, meta)
+        except OSError:
+            raise ToyError(f"the trained network could not be saved in {str(path)!r} nor in {str(rescue)!r} "
+                           f"({e.strerror}); free some space and run again") from None
+        raise ToyError(f"the trained network could not be saved in {str(path)!r} ({e.strerror}); it is saved in "
+                       f"{str(rescue)!r}: move it into the cache folder and run again to use it") from None
     state_path.unlink(missing_ok=True)        # gone already if another process finished the same run
     snap = LearnedDenoiser(graphdef, state.snapshot, mcfg) if tcfg.snapshot else None
     return TrainResult(LearnedDenoiser(graphdef, state.ema, mcfg), snap, np.asarray(losses, np.float32), path,

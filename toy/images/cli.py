@@ -141,8 +141,14 @@ def run(args) -> int:
             (len(x), data.image_size, data.image_size, data.channels))
         fig = Figure(figsize=(grid.shape[1] / 100, grid.shape[0] / 100), dpi=100)
         fig.figimage(grid, cmap="gray" if data.channels == 1 else None, vmin=0, vmax=1)
-        files.atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100))
-        files.atomic_write(arrays, lambda f: np.savez(f, images=images, class_id=data.classes[label]))
+        try:
+            files.atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100))
+            files.atomic_write(arrays, lambda f: np.savez(f, images=images, class_id=data.classes[label]))
+        except OSError as e:        # the disk filled while sampling: the generations are not lost
+            import tempfile
+            rescue = Path(tempfile.gettempdir()) / arrays.name
+            files.atomic_write(rescue, lambda f: np.savez(f, images=images, class_id=data.classes[label]))
+            raise ToyError(f"--out could not be written ({e.strerror}); the arrays are saved in {str(rescue)!r}") from None
         print(f"wrote the picture {out} and the arrays {arrays} ({args.n} × {data.class_names[label]}, {args.method})")
         return 0
     res = evaluate(icfg, data, models, args.out)
