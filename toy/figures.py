@@ -619,6 +619,10 @@ def main(argv=None) -> int:
     except ToyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:      # a file system failure after the checks (a disk that filled meanwhile): one line
+        print(f"error: {e.strerror or type(e).__name__}{f': {e.filename!r}' if e.filename else ''}; the figures "
+              f"written before it are in {a.out}/", file=sys.stderr)
+        return 1
     took = time.perf_counter() - t0
     files.write_json(out / "figures_timing.json", {"quick": a.quick, "only": sorted(only), "seconds": round(took, 1),
                                                    "stages": {k: v for k, v in stages.items() if k != "mechanism_tables"}})
