@@ -76,7 +76,8 @@ def sidebar() -> dict:
     sb.button("Paper defaults", on_click=PAGE.reset, key="reset", help=paper_defaults_text())
     sb.header("Target")
     c["preset"] = sb.selectbox("Mixture", VIEW[0].choices, key="preset", help="gmm1d: modes at ±4 (paper Fig. 3 "
-                               "top); gmm2d: modes at (±4, ±4); tree2d: thin branches; custom: a JSON mixture.")
+                               "top); gmm2d: modes at (±4, ±4); gmm2d4: four equal modes at (±4, ±4), another class "
+                               "on the right (mode balance); tree2d: thin branches; custom: a JSON mixture.")
     c["custom"] = sb.text_area("Custom mixture (JSON)", key="custom", height=220) if c["preset"] == "custom" else ""
     c["source"] = SOURCES[sb.radio("Denoiser", list(SOURCES), key="source", help="The exact denoiser isolates "
                                    "guidance bias from model error; there Autoguidance and S² use the ideal weak model.")]
@@ -181,7 +182,7 @@ def mechanism_jobs(main_d, exact_d, mixture, label_, gbase, sigma, mkey, cfg_job
         if isinstance(run, ToyError):
             return run
         idx = np.linspace(0, run["x"].shape[0] - 1, min(MECH_STATES, run["x"].shape[0])).astype(int)
-        return M.decompose_states(main_d, exact_d, run["trajectory"][:, idx], run["sigmas"], label_, gbase,
+        return M.decompose_states(main_d, {"cos_error": exact_d}, run["trajectory"][:, idx], run["sigmas"], label_, gbase,
                                   masks=MECH_MASKS, key=jax.random.key(0))
     drop = (gbase.num_drop, gbase.drop_ratio, gbase.exclude)
     t = pool().submit(store()["mechanism"].get, ("terms", mkey, label_, cfg_job[0][2:5], *drop, gbase.scale,
@@ -195,6 +196,40 @@ def mechanism_view(mixture, cfg_run, mech, gbase, sigma) -> None:
     image = None if isinstance(dec, ToyError) or isinstance(cfg_run, ToyError) else canvas(
         ("mechanism", mixture.dim), lambda: V.MechanismCanvas(mixture.dim)).render(values, grid, w, dec, sigma)
     show_mechanism(image, cfg_run, dec, gbase.interval, sigma, MECH_STATES, MECH_MASKS)
+
+
+def dit_view(gbase, mech) -> None:
+    """The image DiT's α and β beside this page's network, on request (it loads a DiT and samples)."""
+    if not st.checkbox("Compare with a transformer: the image DiT on digits", key="dit_mech",
+                       help="The same decomposition along the DiT's own CFG sampler, at this λ and drop setting."):
+        return
+    from toy.images.mechanism import DEPTHS, app_series
+    depth = st.select_slider("DiT depth (blocks)", list(DEPTHS), value=DEPTHS[-1], key="dit_depth")
+    try:
+        with st.spinner(f"the DiT of depth {depth}: sampling and decomposing"):
+            dit = store()["mechanism"].get(("dit", depth, gbase.scale, gbase.num_drop, gbase.drop_ratio, gbase.exclude),
+                                           lambda: app_series(depth, replace(gbase, method="cfg")))
+    except ToyError as e:
+        st.warning(f"The DiT cannot use these settings: {e}")
+        return
+    dec = mech[1].result()
+    curves = {"this page's network": dec} if isinstance(dec, dict) else {}
+    curves[f"DiT, {depth} blocks (digits)"] = dit
+    s = np.asarray(dit["sigmas"])                                                              # [T]
+    pos = np.arange(len(s)) / max(len(s) - 1, 1)
+    inside = s[(pos >= gbase.interval[0]) & (pos <= gbase.interval[1])]
+    st.image(V.to_png(canvas(("series",), V.SeriesCanvas).render(curves, (inside.min(), inside.max()))))
+    med = dit["interval_medians"]
+    st.caption(f"The DiT ({dit['blocks_dropped']} of its blocks dropped per mask): where S² acts, median α = "
+               f"{med['alpha']:.2f}, β = {med['beta']:.3f}: {M.verdict(med['alpha'], med['beta'])}. Grey: where S² acts.")
+
+
+def class_index(value, num_classes: int) -> int:
+    """The class selector's value as a class index: after the class names change (another preset), the
+    browser can send back the old formatted label ("0: modes ±4") instead of the index."""
+    head = str(value).split(":")[0].strip()
+    i = value if isinstance(value, int) else int(head) if head.isdigit() else 0
+    return i if 0 <= i < num_classes else 0
 
 
 def step_view(slot, mkey, mixture, label_, results, truth, noise, t_, T):
@@ -247,6 +282,9 @@ def page(c, mixture, name, mkey, methods, t0, timing):
                       mech_box if plots else None)
     if not results:
         return
+    if plots:
+        with mech_box:
+            dit_view(gbase, mech)
     png = None
     if plots:
         t = time.perf_counter()
@@ -322,8 +360,7 @@ def main():
     c, t0 = sidebar(), time.perf_counter()
     try:
         mixture, name, mkey = mixture_for(c)
-        if st.session_state["label"] >= mixture.num_classes:
-            st.session_state["label"] = 0
+        st.session_state["label"] = class_index(st.session_state["label"], mixture.num_classes)
         st.sidebar.selectbox("Class to sample", list(range(mixture.num_classes)), key="label",
                              format_func=lambda i: f"{i}: {mixture.class_names[i]}")
         exact = c["source"] == "exact"

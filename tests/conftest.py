@@ -27,10 +27,11 @@ runtime.setup()
 # collection order, a worker taking the next one as it finishes; a long module handed out last ran
 # alone on one worker for a minute or more. The seconds (runs of the suite on 2 cores) only set the
 # order; a module not listed runs after these, and the order of tests inside a module is kept.
-MODULE_SECONDS = {"test_figures.py": 178, "test_app.py": 161, "test_notebooks.py": 157, "test_train.py": 118,
-                  "test_dit.py": 104, "test_prefix.py": 82, "test_bench.py": 50, "test_guidance.py": 49,
-                  "test_diffusion.py": 42, "test_browser.py": 40, "test_images.py": 38, "test_features.py": 16,
-                  "test_mixtures.py": 13, "test_cli.py": 12, "test_nets.py": 11, "test_fuzz.py": 11}
+MODULE_SECONDS = {"test_figures.py": 260, "test_notebooks.py": 230, "test_app.py": 210, "test_train.py": 118,
+                  "test_dit.py": 104, "test_prefix.py": 82, "test_images.py": 50, "test_bench.py": 50,
+                  "test_guidance.py": 49, "test_diffusion.py": 42, "test_browser.py": 45, "test_mechanism.py": 30,
+                  "test_features.py": 16, "test_plugins.py": 15, "test_mixtures.py": 13, "test_cli.py": 14,
+                  "test_nets.py": 11, "test_fuzz.py": 11}
 
 
 # test_images.py is handed out just before the notebooks: its quick pipeline compiles the DiT samplers and

@@ -165,6 +165,22 @@ def test_url_settings_and_paper_defaults(gmm1d_models):
     assert "lam" not in at.query_params
 
 
+def test_mechanism_view_compares_with_the_image_dit(app):
+    app.select_slider(key="samples").set_value(200)
+    app.slider(key="steps").set_value(8)
+    rerun(app)
+    assert len(images(app)) == 3 and not any("The DiT (" in c.value for c in app.caption)   # only on request
+    app.checkbox(key="dit_mech").check()
+    rerun(app)
+    assert len(images(app)) == 4                       # α and β of this page's MLP and of the DiT
+    (cap,) = [c.value for c in app.caption if c.value.startswith("The DiT (")]
+    assert "1 of its blocks dropped" in cap and "median α" in cap
+    app.select_slider(key="dit_depth").set_value(4)
+    app.slider(key="lam").set_value(5.0)                # the DiT follows the page's λ
+    rerun(app)
+    assert len(images(app)) == 4 and any(c.value.startswith("The DiT (") for c in app.caption)
+
+
 def test_bad_custom_mixtures_show_one_inline_error(app):
     app.selectbox(key="preset").set_value("custom")
     app.radio(key="source").set_value("exact closed form")

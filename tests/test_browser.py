@@ -85,4 +85,13 @@ def test_url_settings_and_the_step_slider_in_a_browser(server, tmp_path):
         assert "lam=4.5" in page.url and "steps=12" in page.url
         assert page.locator('[data-testid="stException"]').count() == 0
         page.screenshot(path=str(tmp_path / "after.png"))
+        # another preset renames the classes: the class selector's stale label must not break the page
+        mixture = page.locator('[data-testid="stSelectbox"]').filter(has_text="Mixture").first
+        for preset in ("gmm2d", "gmm2d4"):
+            mixture.click()
+            page.get_by_role("option", name=preset, exact=True).click()
+            page.wait_for_url(f"**preset={preset}**", timeout=120_000)
+            settled(page, 240_000)
+            assert page.locator('[data-testid="stAlert"]').filter(has_text="error").count() == 0, preset
+        assert "label=" not in page.url        # the default class, an index again (a stale label would be written)
         browser.close()

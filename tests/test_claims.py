@@ -90,3 +90,31 @@ def test_ideal_and_blockdrop_verdicts():
     assert C.blockdrop_makes_weak_models(mech(weakish), same, 5)[2] == C.MIXED      # weak-like, but no correction
     assert C.blockdrop_makes_weak_models(mech(vanishing), same, 5)[2] == C.DOES_NOT_HOLD
     assert "|s|/|g| 1.500 → 0.200" in C.blockdrop_makes_weak_models(mech(vanishing), same, 5)[1][0]
+
+
+@pytest.mark.parametrize("truth,cfg,s2,verdict", [
+    (0.01, 0.30, 0.10, C.HOLDS),               # CFG prefers some modes; S² restores the weights beyond noise
+    (0.01, 0.30, 0.40, C.WORSE),               # S² prefers them even more
+    (0.01, 0.30, 0.30, C.DOES_NOT_HOLD),       # S² changes nothing
+    (0.01, 0.012, 0.005, C.DOES_NOT_HOLD),     # no preference to correct: CFG is within the noise of the truth
+])
+def test_mode_preference_verdicts(truth, cfg, s2, verdict):
+    res = results({"gmm2d4": {"truth": {"mode_balance": (truth, 0.01)}, "cfg": {"mode_balance": (cfg, 0.01)},
+                              "s2": {"mode_balance": (s2, 0.01)}}})
+    claim, evidence, v = C.mode_preference(res, 5)
+    assert v == verdict and "B.1.3" in claim
+    assert f"CFG {cfg:.3f}" in evidence[0] and f"S² {s2:.3f}" in evidence[0]
+
+
+def test_dit_weak_model_and_paper_depth_verdicts():
+    weak, cfgish = {"alpha": 0.02, "beta": 0.3, "cos_ref": 0.4, "ratio": 0.5}, {"alpha": 0.4, "beta": 0.0,
+                                                                               "cos_ref": 0.0, "ratio": 1.0}
+    assert C.dit_weak_model((4, 28), [weak, weak])[2] == C.HOLDS
+    assert C.dit_weak_model((4, 28), [cfgish, cfgish])[2] == C.DOES_NOT_HOLD
+    assert C.dit_weak_model((4, 28), [weak, cfgish])[2] == C.MIXED
+    assert "depth 28: α 0.400" in " ".join(C.dit_weak_model((4, 28), [weak, cfgish])[1])
+    better, worse, tie = row(-0.5, 0.1), row(0.5, 0.1), row(0.01, 0.1)
+    assert C.paper_depth_corrects([("a", better, 3), ("b", better, 5)])[2] == C.HOLDS
+    assert C.paper_depth_corrects([("a", worse, 3), ("b", worse, 5)])[2] == C.WORSE
+    assert C.paper_depth_corrects([("a", tie, 3), ("b", tie, 5)])[2] == C.DOES_NOT_HOLD
+    assert C.paper_depth_corrects([("a", better, 3), ("b", worse, 5)])[2] == C.MIXED

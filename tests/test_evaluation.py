@@ -28,6 +28,7 @@ def test_score_equals_each_metric_from_scratch(preset):
     want = {"wasserstein": M.wasserstein(x, r, num_projections=s.num_projections, seed=4),
             "mmd": M.mmd(x, r, max_points=s.mmd_points, seed=4),
             "mode_coverage": M.mode_coverage(x, target, min_share=s.min_share),
+            "mode_balance": M.mode_balance(x, target),
             "mode_shift": M.mode_shift(x, target, r, min_count=s.min_count),
             "spread_ratio": M.spread_ratio(x, target, r, min_count=s.min_count),
             "gt_logp": M.gt_logp(x, target),

@@ -11,14 +11,15 @@ from toy.figures import IMAGE_FIGURES, TOY_FIGURES, Settings, main
 from toy.guidance import EXACT_METHODS, METHODS
 from toy.metrics import METRICS
 
-PNGS = ["fig3_1d", "fig3_2d", "fig9_trajectories_1d", "fig10_naive_vs_single", "fig8_num_passes", "fig7_ablations",
-        "fig_tree2d_all_methods", "fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes"]
+PNGS = ["fig3_1d", "fig3_2d", "fig3_2d4", "fig9_trajectories_1d", "fig10_naive_vs_single", "fig8_num_passes", "fig7_ablations",
+        "fig_tree2d_all_methods", "fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes", "fig_s2_transformer"]
 
 
 def test_quick_figures(cache_dir, trained, tmp_path, capsys):
-    for preset in ("gmm1d", "gmm2d", "tree2d"):
+    for preset in ("gmm1d", "gmm2d", "gmm2d4", "tree2d"):
         trained(preset)
-    # the image figures (fig4_tsne, fig15_fixed_block_grid, images_results) are tested in test_images.py
+    # the image pipeline's figures (fig4_tsne, fig15_fixed_block_grid, images_results) are tested in
+    # test_images.py; the claims need fig_s2_transformer (the DiT depth sweep, on shipped weights)
     assert not set(TOY_FIGURES) & set(IMAGE_FIGURES)
     assert main(["--quick", "--out", str(tmp_path), "--only", *TOY_FIGURES]) == 0
     for name in PNGS:
@@ -29,7 +30,7 @@ def test_quick_figures(cache_dir, trained, tmp_path, capsys):
     md = (tmp_path / "toy_results.md").read_text()
     res = json.loads((tmp_path / "toy_results.json").read_text())
     rows = set(METHODS) | {f"{m}[exact]" for m in EXACT_METHODS} | {"truth"}
-    for preset in ("gmm1d", "gmm2d", "tree2d"):
+    for preset in ("gmm1d", "gmm2d", "gmm2d4", "tree2d"):
         assert f"## {preset}" in md
         assert set(res[preset]["methods"]) | set(res[preset].get("errors", {})) == rows
         for name, ms in res[preset]["methods"].items():
@@ -46,7 +47,19 @@ def test_quick_figures(cache_dir, trained, tmp_path, capsys):
     for fn, entry in zip((C.cfg_shifts_modes, C.autoguidance_helps), claims[:2]):
         claim, evidence, verdict = fn(res, 2)
         assert (claim, evidence, verdict) == (entry["claim"], entry["evidence"], entry["verdict"])
-    assert len(claims) == 9
+    assert len(claims) == 12
+    # the new rows, their verdicts recomputed from the tables they cite
+    assert claims[9] == dict(zip(("claim", "evidence", "verdict"), C.mode_preference(res, 2)))
+    tr = json.loads((tmp_path / "transformer.json").read_text())
+    dit = tr["dit"]
+    assert dit["depths"] == [4, 8, 16, 28] and dit["blocks_dropped"] == [1, 1, 2, 3]      # about 10% of 3, 7, 15, 27
+    assert claims[10] == dict(zip(("claim", "evidence", "verdict"), C.dit_weak_model(
+        dit["depths"], [m["interval_medians"] for m in dit["mechanism"]],
+        {f"MLP {p} depth {r['depths'][-1]}": r["interval_medians"][-1] for p, r in tr["mlp"].items()})))
+    for m in dit["mechanism"]:
+        assert {"sigmas", "alpha", "beta", "r2", "ratio", "cos_ref"} <= set(m)
+    assert "At the paper's depth" in claims[11]["claim"] and "DiT on digits, depth 28" in " ".join(claims[11]["evidence"])
+    assert "| DiT | 28 | 3 |" in (tmp_path / "transformer.md").read_text()
     assert all(c["verdict"] in VERDICTS and c["evidence"] for c in claims)
     assert any("ideal weak sub-network" in c["claim"] for c in claims)
     assert any("Block-dropout" in c["claim"] for c in claims)
@@ -56,11 +69,14 @@ def test_quick_figures(cache_dir, trained, tmp_path, capsys):
         for model in ("main", "blockdrop", "ideal"):
             series = mech["mechanism"]["series"][preset][model]
             assert {"sigmas", "alpha", "beta", "r2", "cos_error", "ratio"} <= set(series)
+            assert ("cos_ref" in series) == (model != "ideal")          # the proxy beside the truth
             assert len(series["alpha"]) == len(series["sigmas"])
+        assert mech["mechanism"]["proxy"][preset]["main"]["correlation"] > 0.5
         # quick mode sweeps the axes that keep the main network's shape (no new programs to compile);
         # the full settings add width and depth
         assert set(mech["regimes"][preset]) == {"steps", "block_drop", "sigma_window"}
     assert set(Settings.make(quick=False).regimes) == {"width", "depth", "steps", "block_drop"}
+    assert {16, 28} <= set(Settings.make(quick=False).regimes["depth"])       # the paper's depth
     assert "| gmm1d | block-dropout network |" in (tmp_path / "mechanism.md").read_text()
 
 

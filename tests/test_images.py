@@ -61,3 +61,18 @@ def test_bad_input_is_one_clear_line(args, needle, capsys, cache_dir):
     assert cli(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and len(err.splitlines()) == 1
+
+
+def test_cli_mechanism_writes_the_series_against_the_reference(cache_dir, trained, tmp_path, capsys):
+    trained("images")
+    out = tmp_path / "m.json"
+    assert cli(["images", "mechanism", "--quick", "--samples", "20", "--masks", "2", "--sampler-steps", "6",
+                "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "reference DiT-XS" in text and "medians where S² acts" in text
+    res = json.loads(out.read_text())
+    for k in ("alpha", "beta", "r2", "ratio", "cos_ref"):
+        assert len(res[k]) == len(res["sigmas"]) == 6 and np.isfinite(res["interval_medians"][k])
+    assert set(res["per_class"]) == {"7", "1"} and res["settings"]["reference"].startswith("DiT-XS")
+    assert cli(["images", "mechanism", "--quick", "--masks", "0"]) == 2
+    assert "--masks" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Why S² helps or hurts: the ideal weak model, the decomposition of the S² signal, the regime effect."""
 
+import dataclasses
 import json
 
 import jax
@@ -110,3 +111,63 @@ def test_regime_effect_is_zero_where_s2_is_cfg():
         assert abs(r["effect"][k]["mean"]) < 1e-4 and r["cfg"][k]["mean"] == pytest.approx(r["s2"][k]["mean"], abs=1e-4)
     moved = MX.regime_effect(exact, "gmm1d", GuidanceConfig(method="s2", s2_scale=1.0), SamplerConfig(steps=8), (0, 1), 200)
     assert moved["effect"]["mode_shift"]["mean"] < -0.05           # the ideal weak model pulls CFG's modes back in
+
+
+def test_cos_ref_equals_cos_error_when_the_reference_is_the_exact_denoiser(trained):
+    models = trained("gmm1d")
+    cfg = MX.MechanismConfig(preset="gmm1d", quick=True, samples=100, masks=4, sampler=SamplerConfig(steps=10))
+    exact = ExactDenoiser(get_preset("gmm1d"))
+    res = MX.analyze(cfg, progress=False, models=models, reference=exact)
+    np.testing.assert_allclose(res["cos_ref"], res["cos_error"], rtol=1e-6, atol=1e-7, equal_nan=True)
+    assert np.isfinite(res["cos_error"]).all()
+    # a real reference network is a proxy: it tracks the truth's cosine without being it
+    ref = MX.analyze(cfg, progress=False, models=models, reference=MX.reference_network("gmm1d", progress=False))
+    assert not np.allclose(ref["cos_ref"], ref["cos_error"])
+    assert np.corrcoef(ref["cos_ref"], ref["cos_error"])[0, 1] > 0
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Synthetic:
+    """A network whose every sub-network is D̂ = D_c − a·g + b·(x − D_c), built from a real network's passes."""
+
+    net: object
+    a: float = dataclasses.field(metadata=dict(static=True))
+    b: float = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def num_blocks(self):
+        return self.net.num_blocks
+
+    @property
+    def null_label(self):
+        return self.net.null_label
+
+    def __call__(self, x, sigma, labels, mask=None):
+        return self.net(x, sigma, labels, mask)
+
+    def guided_passes(self, x, sigma, null, label, masks, *, shared_prefix=True, active=None):
+        du, dc, _ = self.net.guided_passes(x, sigma, null, label, masks, shared_prefix=shared_prefix)
+        sub = dc - self.a * (dc - du) + self.b * (x - dc)
+        return du, dc, jnp.broadcast_to(sub, (masks.shape[0],) + sub.shape)
+
+
+def test_dit_decomposition_recovers_known_coefficients(trained):
+    dit = trained("images")["main"]                              # the quick DiT on 8×8 digits: 64-dim states
+    g = GuidanceConfig(method="cfg")
+    run = sample(dit, g, SamplerConfig(steps=8), jax.random.key(0), 60, 1, return_trajectory=True)
+    for a, b in [(0.7, -0.3), (-0.2, 0.5)]:
+        res = MX.decompose_states(Synthetic(dit, a, b), {"cos_ref": dit}, np.asarray(run.trajectory), run.sigmas, 1, g,
+                                  masks=3, key=jax.random.key(1))
+        assert len(res["alpha"]) == 8
+        np.testing.assert_allclose(res["alpha"], a, atol=2e-3)
+        np.testing.assert_allclose(res["beta"], b, atol=2e-3)
+        assert min(res["r2"]) > 0.999
+    # the real sub-networks: finite series, and the medians the images command reports
+    from toy.images.data import load_digits
+    from toy.images.mechanism import DiTMechanismConfig, analyze
+    from toy.images.pipeline import quick_config
+    out = analyze(dit, trained("images")["early"], quick_config(sampler_steps=6), load_digits(),
+                  DiTMechanismConfig(samples=20, masks=2), n=20)
+    for k in ("alpha", "beta", "r2", "ratio", "cos_ref"):
+        assert len(out[k]) == 6 and np.isfinite(out[k]).all() and np.isfinite(out["interval_medians"][k])

@@ -92,3 +92,30 @@ def test_bad_inputs(g1):
         M.gt_logp(np.array([[0.0], [np.nan]]), g1)
     with pytest.raises(ToyError, match="shape"):
         M.wasserstein(np.zeros((2, 2, 2)), np.zeros((3, 2)))
+
+
+def test_mode_balance_noise_floor_and_one_mode():
+    four = get_preset("gmm2d4").cond(0)                    # four equal modes at (±4, ±4)
+    tree = get_preset("tree2d").cond(0)                    # many overlapping, unequal thin components
+    for m, n in ((four, 4000), (tree, 4000)):
+        w = np.asarray(m.weights)
+        r = M.responsibilities(exact(m, n, 5), m)
+        np.testing.assert_allclose(r.sum(1), 1.0, atol=1e-12)
+        # the most responsible component is the hard assignment the other per-mode metrics use
+        np.testing.assert_array_equal(r.argmax(1), M.assign(exact(m, n, 5), m))
+        # exact samples: each share is a mean of n responsibilities with variance ≤ w(1 − w)/n, so the
+        # TV distance stays within a few standard errors of 0 (responsibility weighting has no bias,
+        # even where components overlap)
+        floor = 0.5 * np.sum(np.sqrt(w * (1 - w) / n))
+        vals = [M.mode_balance(exact(m, n, s), m) for s in range(5)]
+        assert max(vals) < 3 * floor, (vals, floor)
+    # everything in one mode: the share is (1, 0, 0, 0) against (¼, ¼, ¼, ¼): TV = ¾
+    x = exact(four, 4000, 6)
+    one = x[(x[:, 0] > 0) & (x[:, 1] > 0)]
+    assert M.mode_balance(one, four) == pytest.approx(0.75, abs=1e-3)
+    # two modes at half weight each: TV = ½
+    two = x[x[:, 0] > 0]
+    assert M.mode_balance(two, four) == pytest.approx(0.5, abs=0.03)
+    # scored through the evaluation the same way
+    assert E.score(one, E.make_reference(four, 0, 500), metrics=["mode_balance"])["mode_balance"] == \
+        M.mode_balance(one, four)

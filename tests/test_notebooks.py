@@ -12,10 +12,10 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 
 def test_there_are_notebooks():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
 
 
-NEEDS = {"01": ["gmm1d"], "02": ["gmm2d"], "03": ["gmm1d"], "04": ["images"], "05": ["gmm1d"]}
+NEEDS = {"01": ["gmm1d"], "02": ["gmm2d"], "03": ["gmm1d"], "04": ["images"], "05": ["gmm1d"], "06": ["gmm1d", "gmm2d", "gmm2d4"]}
 # Each notebook starts from an empty namespace and no open figure, in one kernel for the module: the
 # imports (JAX, the toy package: ~7 s) and compiled programs carry over from one notebook to the next.
 FRESH = "import matplotlib.pyplot as plt\nplt.close('all')\n%reset -f"

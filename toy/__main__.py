@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--samples", type=_int, default=None, help="sampler states per σ (default 500 quick, 2000 full)")
     m.add_argument("--masks", type=_int, default=16, help="masks per σ")
     m.add_argument("--seed", type=_seed, default=0)
+    m.add_argument("--reference", action="store_true", help="add cos_ref: the cosine with main's error measured "
+                   "against a reference network (main trained 4× as long) instead of the truth, beside cos_error")
     _guidance_args(m, MECHANISM_SETTINGS)
 
     from toy.images import cli as images_cli      # the image experiment registers its own subcommands
@@ -203,12 +205,13 @@ def _mechanism(args) -> int:
     g = guidance_from_args(args, MECHANISM_SETTINGS, method="cfg")
     cfg = MechanismConfig(preset=args.preset, model=args.model, quick=args.quick, label=args.label,
                           samples=args.samples, masks=args.masks, seed=args.seed, guidance=g, sampler=_sampler(args),
-                          ideal_blur=args.ideal_blur).validate()
+                          ideal_blur=args.ideal_blur, reference=args.reference).validate()
     res = analyze(cfg, folder=args.cache_dir)
-    print(f"{'σ':>9} {'α':>8} {'β':>8} {'r²':>6} {'cos_error':>10} {'|s|/|g|':>8}")
+    cols = ["alpha", "beta", "r2", "cos_error"] + (["cos_ref"] if "cos_ref" in res else []) + ["ratio"]
+    heads = {"alpha": "α", "beta": "β", "r2": "r²", "ratio": "|s|/|g|"}
+    print(f"{'σ':>9} " + " ".join(f"{heads.get(k, k):>9}" for k in cols))
     for i, s in enumerate(res["sigmas"]):
-        print(f"{s:>9.4g} {res['alpha'][i]:>8.3f} {res['beta'][i]:>8.3f} {res['r2'][i]:>6.2f} "
-              f"{res['cos_error'][i]:>10.3f} {res['ratio'][i]:>8.3f}")
+        print(f"{s:>9.4g} " + " ".join(f"{res[k][i]:>9.3f}" for k in cols))
     if args.json:
         if not files.write_json_safely(args.json, res, "--json"):
             return 1

@@ -169,3 +169,38 @@ class MechanismCanvas(Canvas):
             bx.set_ylim(lo - 0.1, hi + 0.1)
             self.mark.set_xdata([max(sigma, s.min())] * 2)
             return self.pixels()
+
+
+class SeriesCanvas(Canvas):
+    """α and β against σ for several networks side by side (the app's MLP-and-DiT comparison)."""
+
+    KEYS = (("alpha", "α: along CFG's direction (> 0: extra CFG)"), ("beta", "β: along the denoising direction (> 0: weak model)"))
+
+    def __init__(self):
+        super().__init__(9.6, 3.0, 1, 2)
+        for ax, (_, title) in zip(self.axes, self.KEYS):
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.axhline(0, color="0.6", lw=0.5)
+            ax.set_xlabel("σ")
+            ax.set_title(title, fontsize=8)
+        self.fig.subplots_adjust(left=0.06, right=0.98, top=0.88, bottom=0.16, wspace=0.2)
+
+    def render(self, curves: dict[str, dict], interval_sigmas: tuple[float, float]) -> np.ndarray:
+        """curves: label → a decomposition ({"sigmas", "alpha", "beta"}); interval_sigmas: where S² acts."""
+        with self.lock:
+            for ax, (key, _) in zip(self.axes, self.KEYS):
+                for line in list(ax.lines[1:]) + list(ax.patches):
+                    line.remove()
+                vals = []
+                for i, (name, dec) in enumerate(curves.items()):
+                    ax.plot(dec["sigmas"], dec[key], marker=".", ms=3, color=f"C{i}", label=name)
+                    vals.append(np.asarray(dec[key], float))
+                v = np.concatenate(vals)
+                v = v[np.isfinite(v)]
+                if v.size:
+                    ax.set_ylim(min(-0.5, float(np.percentile(v, 2))) - 0.1, max(0.5, float(np.percentile(v, 98))) + 0.1)
+                ax.axvspan(*interval_sigmas, color="0.92", zorder=0)
+                ax.legend(fontsize=7)
+            return self.pixels()

@@ -177,3 +177,50 @@ def blockdrop_makes_weak_models(mech: dict, effect: dict, seeds: int):
     n = len(mech)
     verdict = HOLDS if weak == n and corrects == n else (DOES_NOT_HOLD if weak == 0 and corrects == 0 else MIXED)
     return "Block-dropout training makes sub-networks behave as weak models", ev, verdict
+
+
+def mode_preference(res: dict, seeds: int, preset: str = "gmm2d4"):
+    """Paper B.1.3: the baseline shows mode preference while S² keeps the modes' weights, read from
+    `mode_balance` (TV distance of the modes' shares to their weights) in `compare` results. Holds when
+    CFG's mode balance is beyond the exact samples' (a preference exists) and S²'s is lower than CFG's
+    beyond noise; worse than CFG when higher; does not hold when CFG shows no preference or S² no change."""
+    rows = [("truth", "exact samples"), ("cfg[exact]", "exact CFG"), ("cfg", "CFG"), ("s2", "S²"),
+            ("autoguidance", "Autoguidance")]
+    v = {r: ms(res, preset, r, "mode_balance") for r, _ in rows}
+    ev = [f"{preset}: mode balance (0 = the true weights) " + ", ".join(f"{name} {v[r][0]:.3f} ± {v[r][1]:.3f}"
+                                                                        for r, name in rows if not math.isnan(v[r][0]))]
+    preference = beyond(*v["truth"], *v["cfg"], seeds)
+    verdict = better_or_worse([(*v["s2"], *v["cfg"])], seeds) if preference else DOES_NOT_HOLD
+    if not preference:
+        ev.append("CFG's mode balance is within the noise of exact samples: no preference to correct")
+    return "CFG shows mode preference; S² keeps the modes' weights (B.1.3)", ev, verdict
+
+
+def dit_weak_model(depths, medians: list[dict], mlp: dict | None = None):
+    """medians: per DiT depth {"alpha", "beta", "cos_ref", "ratio"} (medians over the σ where S² acts);
+    mlp: {label: the same for an MLP} for comparison. Holds when at every depth the DiT's sub-network
+    signals like a weak model (β > 0, β > |α|) with α ≈ 0 (|α| < 0.1); does not hold when at none."""
+    ev, ok = [], 0
+    for d, m in zip(depths, medians):
+        like = weak_like(m) and abs(m["alpha"]) < 0.1
+        ok += like
+        ev.append(f"DiT depth {d}: α {m['alpha']:.3f}, β {m['beta']:.3f}, cos_ref {m['cos_ref']:.3f}, "
+                  f"|s|/|g| {m['ratio']:.3f}: {'like a weak model' if like else 'not like a weak model'}")
+    for name, m in (mlp or {}).items():
+        ev.append(f"for comparison, {name}: α {m['alpha']:.3f}, β {m['beta']:.3f}")
+    verdict = HOLDS if ok == len(medians) else (DOES_NOT_HOLD if ok == 0 else MIXED)
+    return "The DiT's sub-network acts as a weak model (β > 0, α ≈ 0)", ev, verdict
+
+
+def paper_depth_corrects(effects: list[tuple[str, dict, int]]):
+    """At the paper's depth (28 blocks, about 10% of the droppable ones dropped): effects are
+    (what, S² − CFG {"mean", "std"} of a distance where lower is better, seeds). Holds when S² lowers
+    the distance beyond noise everywhere, worse than CFG when it raises it everywhere."""
+    ev, better, worse = [], 0, 0
+    for what, e, seeds in effects:
+        ev.append(f"{what}: S² − CFG {e['mean']:+.3f} ± {e['std']:.3f} ({seeds} seed{'s' if seeds != 1 else ''})")
+        better += beyond(e["mean"], e["std"], 0.0, 0.0, seeds)
+        worse += beyond(0.0, 0.0, e["mean"], e["std"], seeds)
+    n = len(effects)
+    verdict = HOLDS if better == n else WORSE if worse == n else DOES_NOT_HOLD if better == worse == 0 else MIXED
+    return "At the paper's depth S² corrects CFG", ev, verdict

@@ -37,14 +37,17 @@ from toy.settings import BUILTIN, parse_assignments
 from toy.shipped import regime_config
 from toy.train import model_set_configs, train, train_models
 
-TOY_FIGURES = ("fig3_1d", "fig3_2d", "fig9_trajectories_1d", "fig10_naive_vs_single", "fig8_num_passes",
+TOY_FIGURES = ("fig3_1d", "fig3_2d", "fig3_2d4", "fig9_trajectories_1d", "fig10_naive_vs_single", "fig8_num_passes",
                "fig7_ablations", "fig_tree2d_all_methods", "results", "fig_s2_mechanism", "fig_s2_ideal",
                "fig_s2_regimes", "claims")
-IMAGE_FIGURES = ("fig4_tsne", "fig15_fixed_block_grid", "images_results")     # the DiT experiment
+PIPELINE_FIGURES = ("fig4_tsne", "fig15_fixed_block_grid", "images_results")   # one run of the DiT experiment
+IMAGE_FIGURES = PIPELINE_FIGURES + ("fig_s2_transformer",)                        # the figures that need toy.images
 FIGURES = TOY_FIGURES + IMAGE_FIGURES
 PAPER = GuidanceConfig(scale=3.0, s2_scale=0.25)         # the paper's defaults, λ = 3
 MAIN_METHODS = ("cfg", "autoguidance", "s2-naive", "s2")
 MECH_PRESETS = ("gmm1d", "gmm2d")
+RESULT_PRESETS = ("gmm1d", "gmm2d", "gmm2d4", "tree2d")
+PAPER_DEPTH = 28                                         # SiT-XL/DiT-XL: 28 blocks
 TITLE_METRICS = ("wasserstein", "mode_shift")           # what the sample panels' titles read
 
 
@@ -66,12 +69,18 @@ class Settings:
     steps: int                           # Heun steps of every sampler run
     network: str = "main"                # the network CFG and S² guide: "main" or "blockdrop"
     extra: tuple = ()                    # plugin methods' own settings, (name, value) pairs (--set)
+    quick: bool = False
+
+    @property
+    def mlp_depths(self) -> tuple[int, ...]:
+        """The MLP depths of the transformer comparison: the regime sweep's, else the shipped 4 and main's 8."""
+        return tuple(self.regimes.get("depth", (4, 8)))
 
     @classmethod
     def make(cls, quick: bool, network: str = "main", extra: tuple = ()) -> "Settings":
         if network not in MODELS:
             raise ToyError(f"--model {network!r}: choose {' or '.join(MODELS)}")
-        return replace(cls._make(quick), network=network, extra=tuple(sorted(extra)))
+        return replace(cls._make(quick), network=network, extra=tuple(sorted(extra)), quick=quick)
 
     @classmethod
     def _make(cls, quick: bool) -> "Settings":
@@ -81,7 +90,7 @@ class Settings:
                        ((0.002, 0.3), (1.0, 80.0)), "ends", 16)
         return cls(2000, (0, 1, 2, 3, 4), (1.0, 2.0, 3.0, 5.0, 7.0), (0.0, 0.1, 0.25, 0.5, 1.0, 2.0),
                    (1, 2, 4, 8), (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), (1, 2, 3, 5, 7), (0.5, 1.0, 2.0), 2000, 16,
-                   {"width": (32, 64, 128), "depth": (4, 8, 12), "steps": (500, 1500, 6000),
+                   {"width": (32, 64, 128), "depth": (4, 8, 12, 16, PAPER_DEPTH), "steps": (500, 1500, 6000),
                     "block_drop": (0.0, 0.1, 0.3)},
                    ((0.002, 0.3), (0.3, 1.0), (1.0, 3.0), (3.0, 80.0)), "all", 32)
 
@@ -95,7 +104,7 @@ class Lab:
 
     def __init__(self, st: Settings):
         self.st = st
-        self.models, self.variants = {}, {}
+        self.models, self.variants, self.references = {}, {}, {}
         self.runs = E.Runs()        # panels that share a run (same network, settings and seed) draw it once
 
     def model_set(self, preset):
@@ -116,6 +125,12 @@ class Lab:
         if key not in self.variants:
             self.variants[key] = train(tcfg, tag=f"{axis}-{value}", progress=True).model
         return self.variants[key]
+
+    def reference(self, preset):
+        """The network cos_ref measures the error against (main trained 4× as long; ships)."""
+        if preset not in self.references:
+            self.references[preset] = M.reference_network(preset, progress=True)
+        return self.references[preset]
 
     def ref(self, preset, seed):
         return self.runs.reference(get_preset(preset).cond(0), seed, self.st.samples)
@@ -146,8 +161,11 @@ def train_networks(lab: Lab) -> list[str]:
     """Train (or load) every network the toy figures use: the model sets and the regime sweep's
     variants; returns their names. A timed run after this measures the figures alone."""
     names = []
-    for preset in ("gmm1d", "gmm2d", "tree2d"):
+    for preset in RESULT_PRESETS:
         names += [f"{preset}/{role}" for role in lab.model_set(preset)]
+    for preset in MECH_PRESETS:
+        lab.reference(preset)
+        names.append(f"{preset}/reference")
     for preset in MECH_PRESETS:
         for axis, values in lab.st.regimes.items():
             for v in values:
@@ -309,7 +327,7 @@ def fig7(lab: Lab, out: Path) -> dict:
 
 def results(lab: Lab, out: Path) -> dict:
     allres = {}
-    for preset in ("gmm1d", "gmm2d", "tree2d"):
+    for preset in RESULT_PRESETS:
         lab.model_set(preset)
         cfg = CompareConfig(preset=preset, methods=METHODS, guidance=replace(PAPER, extra=lab.st.extra), seeds=lab.st.seeds,
                             samples=lab.st.samples, exact=True, quick=True, sampler=lab.st.sampler,
@@ -359,7 +377,8 @@ def mechanism(lab: Lab, out: Path) -> dict:
         for m in MECH_MODELS:
             cfg = MechanismConfig(preset=preset, model=m, quick=True, samples=st.mech_samples, masks=st.mech_masks,
                                   seed=st.seeds[0], guidance=replace(PAPER, method="cfg"), sampler=st.sampler)
-            res.setdefault(preset, {})[m] = analyze(cfg, progress=False, models=models)
+            res.setdefault(preset, {})[m] = analyze(cfg, progress=False, models=models,
+                                                    reference=None if m == "ideal" else lab.reference(preset))
     keys = ("alpha", "beta", "cos_error")
     fig, axes = P.panels(len(MECH_PRESETS) * len(keys), max_cols=3, size=(4.0, 3.1), title_lines=2)
     for i, preset in enumerate(MECH_PRESETS):
@@ -368,13 +387,16 @@ def mechanism(lab: Lab, out: Path) -> dict:
             for m in MECH_MODELS:
                 r = res[preset][m]
                 ax.plot(r["sigmas"], r[k], marker=".", ms=3, label=MECH_LABEL[m], **MECH_STYLE[m])
+                if k == "cos_error" and "cos_ref" in r:       # the proxy images use, beside the truth
+                    ax.plot(r["sigmas"], r["cos_ref"], ls=":", lw=1.2, color=MECH_STYLE[m]["color"],
+                            label=f"{MECH_LABEL[m]}: cos_ref")
             ax.set_xscale("log")
             ax.axhline(0, color="0.5", lw=0.6)
             T = len(r["sigmas"])
             lo, hi = r["sigmas"][int(np.ceil(PAPER.interval[1] * (T - 1)))], r["sigmas"][int(PAPER.interval[0] * (T - 1))]
             ax.axvspan(lo, hi, color="0.9", zorder=0)
             ax.set_xlabel("σ")
-            ax.set_title(f"{preset}: {dict(alpha='α (CFG direction)', beta='β (denoising direction)', cos_error='cos(s, true model error)')[k]}",
+            ax.set_title(f"{preset}: {dict(alpha='α (CFG direction)', beta='β (denoising direction)', cos_error='cos(s, model error): true (solid), vs reference net (dotted)')[k]}",
                          fontsize=9)
             if k == "cos_error":
                 ax.set_ylim(-1.05, 1.05)
@@ -384,9 +406,11 @@ def mechanism(lab: Lab, out: Path) -> dict:
                  fontsize=9)
     finish(fig, out, "fig_s2_mechanism", f"seed {st.seeds[0]}, {st.mech_samples} CFG sampler states per σ, "
                                          f"{st.mech_masks} masks per σ as S² draws them; {settings_line(st)}")
-    table = {p: {m: {k: interval_median(r, k) for k in ("alpha", "beta", "r2", "cos_error", "ratio")}
-                 for m, r in ms_.items()} for p, ms_ in res.items()}
-    return {"series": res, "interval_medians": table}
+    table = {p: {m: {k: interval_median(r, k) for k in ("alpha", "beta", "r2", "cos_error", "cos_ref", "ratio")
+                     if k in r} for m, r in ms_.items()} for p, ms_ in res.items()}
+    proxy = {p: {m: M.proxy_agreement(r, PAPER.interval) for m, r in ms_.items() if "cos_ref" in r}
+             for p, ms_ in res.items()}
+    return {"series": res, "interval_medians": table, "proxy": proxy}
 
 
 def fig_ideal(lab: Lab, out: Path) -> dict:
@@ -428,7 +452,7 @@ def fig_regimes(lab: Lab, out: Path) -> dict:
     and the σ window where S² acts."""
     st = lab.st
     gcfg = replace(PAPER, method="s2")
-    axes_names = list(st.regimes) + ["sigma_window"]
+    axes_names = list(st.regimes) + (["depth_one_block"] if "depth" in st.regimes else []) + ["sigma_window"]
     res = {}
     fig, axes = P.panels(len(MECH_PRESETS) * len(axes_names), max_cols=len(axes_names), size=(3.3, 3.0),
                          title_lines=2)
@@ -441,6 +465,10 @@ def fig_regimes(lab: Lab, out: Path) -> dict:
                 runs = [regime_effect(main, preset, replace(gcfg, interval=interval_for_sigma(
                                           st.sampler, lo, hi, main.sigma_data)), st.sampler,
                                       st.seeds, st.samples, runs=lab.runs) for lo, hi in st.sigma_windows]
+            elif axis == "depth_one_block":         # the depths again, one block dropped instead of ~10%
+                values = list(st.regimes["depth"])
+                runs = [regime_effect(lab.variant(preset, "depth", v), preset, replace(gcfg, num_drop=1), st.sampler,
+                                      st.seeds, st.samples, runs=lab.runs) for v in values]
             else:
                 values = list(st.regimes[axis])
                 runs = [regime_effect(lab.variant(preset, axis, v), preset, gcfg, st.sampler, st.seeds, st.samples,
@@ -454,7 +482,8 @@ def fig_regimes(lab: Lab, out: Path) -> dict:
                 ax.errorbar(xs + 0.08 * (k - 1), mean, std, fmt=style, capsize=2, ms=4, label=f"Δ {metric}")
             ax.axhline(0, color="k", lw=0.6)
             ax.set_xticks(xs, [str(v) for v in values], fontsize=7)
-            ax.set_xlabel(axis.replace("_", " "))
+            ax.set_xlabel({"depth": "depth (~10% of blocks dropped)",
+                           "depth_one_block": "depth (1 block dropped)"}.get(axis, axis.replace("_", " ")))
             ax.set_title(f"{preset}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("S² − CFG")
@@ -466,19 +495,140 @@ def fig_regimes(lab: Lab, out: Path) -> dict:
     return res
 
 
+def fig_transformer(lab: Lab, out: Path) -> dict:
+    """Is a transformer's sub-network like the MLP's? α and β along the CFG sampler for the MLP and the
+    image DiT at several depths, and S² − CFG against depth for both (W1 on the toys, Fréchet distance
+    on digits), with about 10% of the droppable blocks dropped."""
+    from toy.images import mechanism as IM
+    from toy.images.data import load_digits
+    from toy.images.features import train_classifier
+
+    st = lab.st
+    gcfg = replace(PAPER, method="s2")
+    mlp = {}
+    for preset in MECH_PRESETS:
+        nets = {d: lab.variant(preset, "depth", d) for d in st.mlp_depths}
+        mcfg = MechanismConfig(preset=preset, quick=True, samples=st.mech_samples, masks=st.mech_masks, seed=st.seeds[0],
+                               guidance=replace(PAPER, method="cfg"), sampler=st.sampler)
+        mech = [analyze(mcfg, progress=False, models={"main": nets[d]}) for d in st.mlp_depths]
+        eff = [regime_effect(nets[d], preset, gcfg, st.sampler, st.seeds, st.samples, runs=lab.runs)["effect"]
+               for d in st.mlp_depths]
+        mlp[preset] = {"depths": list(st.mlp_depths), "effect": eff, "mechanism": mech,
+                       "interval_medians": [{k: interval_median(r, k) for k in ("alpha", "beta", "ratio")} for r in mech],
+                       "blocks_dropped": [num_dropped(d, PAPER.exclude, PAPER.drop_ratio, PAPER.num_drop)
+                                          for d in st.mlp_depths]}
+    icfg, dmech = IM.figure_config(st.quick)
+    data = load_digits()
+    fnet = train_classifier(data.flat(), data.labels, data.num_classes, seed=0)
+    reference, what = IM.reference_network(icfg, data, quick=True)
+    dit = IM.depth_sweep(data, reference, fnet, fnet.features(data.flat()), icfg, mech=dmech, progress=True)
+    dit.update(reference=what, settings=IM.describe(icfg, data), mechanism_samples=dmech.samples, masks=dmech.masks)
+
+    fig, axes = P.panels(4, max_cols=2, size=(5.2, 3.4), title_lines=2, caption_lines=3)
+    mlp_show = MECH_PRESETS[0]
+    blues, oranges = P.shades("Blues", len(st.mlp_depths)), P.shades("Oranges", len(dit["depths"]))
+    for j, key in enumerate(("alpha", "beta")):
+        ax = axes[j]
+        for c, d, r in zip(blues, st.mlp_depths, mlp[mlp_show]["mechanism"]):
+            ax.plot(r["sigmas"], r[key], color=c, lw=1.2, label=f"MLP ({mlp_show}) depth {d}")
+        for c, d, r in zip(oranges, dit["depths"], dit["mechanism"]):
+            ax.plot(r["sigmas"], r[key], color=c, lw=1.2, ls="--", label=f"DiT (digits) depth {d}")
+        ax.set_xscale("log")
+        ax.axhline(0, color="0.5", lw=0.6)
+        T = len(r["sigmas"])
+        ax.axvspan(r["sigmas"][int(np.ceil(PAPER.interval[1] * (T - 1)))], r["sigmas"][int(PAPER.interval[0] * (T - 1))],
+                   color="0.92", zorder=0)
+        ax.set_xlabel("σ")
+        ax.set_title({"alpha": "α: S² signal along CFG's direction (> 0: extra CFG)",
+                      "beta": "β: along the denoising direction (> 0: like a weak model)"}[key], fontsize=9)
+        ax.set_ylim(*np.clip(ax.get_ylim(), -3, 3))
+    axes[0].legend(fontsize=6, ncol=2)
+    ax = axes[2]
+    for k, preset in enumerate(MECH_PRESETS):
+        e = mlp[preset]["effect"]
+        ax.errorbar(np.array(st.mlp_depths) * (1 + 0.03 * k), [v["wasserstein"]["mean"] for v in e],
+                    [v["wasserstein"]["std"] for v in e], fmt="o-", capsize=2, ms=4, label=f"MLP, {preset}: Δ W1")
+    ax.set_title(f"MLP: S² − CFG in W1 against depth (seeds {list(st.seeds)})", fontsize=9)
+    ax = axes[3]
+    for name, fmt, text in (("ratio", "s-", "~10% of blocks dropped"), ("one", "^:", "1 block dropped")):
+        ax.errorbar(dit["depths"], [v["effect"]["mean"] for v in dit[name]], [v["effect"]["std"] for v in dit[name]],
+                    fmt=fmt, capsize=2, ms=4, color="C1", label=f"DiT: Δ Fréchet distance, {text}")
+    ax.set_title(f"DiT on digits: S² − CFG in Fréchet distance against depth (seeds {list(icfg.seeds)})", fontsize=9)
+    for ax in axes[2:]:
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(set(st.mlp_depths) | set(dit["depths"])), [str(d) for d in sorted(set(st.mlp_depths) | set(dit["depths"]))])
+        ax.set_xlabel("blocks (depth)")
+        ax.set_ylabel("S² − CFG (< 0: S² better)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Is a transformer's sub-network a weak model? The S² signal on MLPs and on the image DiT, and S²'s "
+                 "effect against depth\n(grey: where S² acts; the DiT's error is measured against a reference DiT: "
+                 f"{what})", fontsize=9)
+    finish(fig, out, "fig_s2_transformer",
+           f"MLP: {settings_line(st, 'each depth trained as the main network')}. DiT: width 32 at each depth, "
+           f"{dit['train_steps']} training steps on digits; λ = {icfg.scale}, ω = {icfg.s2_scale}, {icfg.sampler_steps} "
+           f"Heun steps, {icfg.per_class} generations per class, seeds {list(icfg.seeds)}; mechanism {dmech.samples} "
+           f"states per class, {dmech.masks} masks per σ, seed {dmech.seed}")
+    return {"mlp": mlp, "dit": dit}
+
+
 def write_mechanism(mech: dict, ideal: dict, regimes: dict, st: Settings, out: Path) -> None:
     files.write_json(out / "mechanism.json", {"mechanism": mech, "ideal": ideal, "regimes": regimes,
                                               "settings": settings_line(st)})
+    _mechanism_md(mech, regimes, st, out)
+
+
+def dit_settings_line(d: dict) -> str:
+    """The DiT sweep's sampling settings in words."""
+    return (f"λ = {d['scale']}, ω = {d['s2_scale']}, {d['sampler_steps']} Heun steps, {d['per_class']} generations per "
+            f"class, seeds {list(d['seeds'])}")
+
+
+def write_transformer(tr: dict, out: Path) -> None:
+    """transformer.json (every series and effect) and transformer.md (the medians and effects per depth)."""
+    files.write_json(out / "transformer.json", tr)
+    dit = tr["dit"]
+    lines = ["# Is a transformer's sub-network a weak model? MLP and DiT against depth", "",
+                             "Medians over the σ where S² acts of the S² signal's fit s ≈ α·g + β·h, and S² − CFG "
+                             "(paired by seed, mean ± std), about 10% of the droppable blocks dropped (`one`: one block).",
+                             f"DiT: width 32, {dit['train_steps']} training steps on digits; error reference: "
+                             f"{dit['reference']}; {dit_settings_line(dit['settings'])}.", "",
+                             "| network | depth | blocks dropped | α | β | cos_ref | abs(s)/abs(g) | S² − CFG | S² − CFG (one) |",
+                             "|---|---|---|---|---|---|---|---|---|"]
+    for i, d in enumerate(dit["depths"]):
+        m = dit["mechanism"][i]["interval_medians"]
+        cell = lambda e: f"{e['mean']:+.3f} ± {e['std']:.3f} FD"
+        lines.append(f"| DiT | {d} | {dit['blocks_dropped'][i]} | {m['alpha']:.3f} | {m['beta']:.3f} | {m['cos_ref']:.3f} | "
+                     f"{m['ratio']:.3f} | {cell(dit['ratio'][i]['effect'])} | {cell(dit['one'][i]['effect'])} |")
+    for preset, r in tr["mlp"].items():
+        for i, d in enumerate(r["depths"]):
+            m, e = r["interval_medians"][i], r["effect"][i]["wasserstein"]
+            lines.append(f"| MLP {preset} | {d} | {r['blocks_dropped'][i]} | {m['alpha']:.3f} | {m['beta']:.3f} | – | "
+                         f"{m['ratio']:.3f} | {e['mean']:+.3f} ± {e['std']:.3f} W1 | |")
+    files.write_text(out / "transformer.md", "\n".join(lines) + "\n")
+
+
+def _mechanism_md(mech: dict, regimes: dict, st: Settings, out: Path) -> None:
     lines = ["# Why S² helps or hurts: the S² signal taken apart", "",
              "s = D_c − D̂_c(m) fitted as α·g + β·h with g = D_c − D_∅ (CFG's direction) and h = D_c − x (the "
              "denoising direction), over the CFG sampler's states and the masks S² draws; medians over the σ where S² "
-             "acts. cos_error: cosine of s with the true model error D*_c − D_c (undefined for the exact denoiser).",
+             "acts. cos_error: cosine of s with the true model error D*_c − D_c (undefined for the exact denoiser); "
+             "cos_ref: the same against a reference network (main trained 4× as long) instead of the truth, the proxy "
+             "the image DiT uses.",
              f"Settings: {settings_line(st)}.", "",
-             "| preset | network | α | β | r² | cos_error | abs(s)/abs(g) |", "|---|---|---|---|---|---|---|"]
+             "| preset | network | α | β | r² | cos_error | cos_ref | abs(s)/abs(g) |", "|---|---|---|---|---|---|---|---|"]
     for p, ms_ in mech["interval_medians"].items():
         for m, v in ms_.items():
             lines.append(f"| {p} | {MECH_LABEL[m]} | {v['alpha']:.3f} | {v['beta']:.3f} | {v['r2']:.2f} | "
-                         f"{v['cos_error']:.3f} | {v['ratio']:.3f} |")
+                         f"{v['cos_error']:.3f} | {v.get('cos_ref', float('nan')):.3f} | {v['ratio']:.3f} |")
+    lines += ["", "## How well the reference-network proxy tracks the true error", "",
+              "Where S² acts: the correlation over σ of cos_ref with cos_error, their medians and the median absolute "
+              "difference.", "", "| preset | network | correlation | cos_error | cos_ref | median abs difference |",
+              "|---|---|---|---|---|---|"]
+    for p, ms_ in mech.get("proxy", {}).items():
+        for m, v in ms_.items():
+            lines.append(f"| {p} | {MECH_LABEL[m]} | {v['correlation']:.2f} | {v['cos_error']:.3f} | {v['cos_ref']:.3f} | "
+                         f"{v['median_abs_difference']:.3f} |")
     lines += ["", "## S² minus CFG across regimes (mean ± std over seeds, paired)", "",
               "| preset | setting | value | Δ mode shift | Δ spread ratio | Δ W1 |", "|---|---|---|---|---|---|"]
     for p, axes in regimes.items():
@@ -490,7 +640,8 @@ def write_mechanism(mech: dict, ideal: dict, regimes: dict, st: Settings, out: P
     files.write_text(out / "mechanism.md", "\n".join(lines) + "\n")
 
 
-def claims(res: dict, abl: dict, passes: dict, mech: dict, ideal: dict, regimes: dict, st: Settings, out: Path):
+def claims(res: dict, abl: dict, passes: dict, mech: dict, ideal: dict, regimes: dict, tr: dict, st: Settings,
+           out: Path):
     """Each toy claim of the paper, the numbers that bear on it, and a verdict from those numbers."""
     k = len(st.seeds)
     medians = mech["interval_medians"]
@@ -501,7 +652,15 @@ def claims(res: dict, abl: dict, passes: dict, mech: dict, ideal: dict, regimes:
             C.ideal_weak_corrects(ideal, k, omega=PAPER.s2_scale if PAPER.s2_scale in st.omegas else st.omegas[1]),
             C.blockdrop_makes_weak_models(medians, bd, k),
             C.single_matches_naive(res, k), C.diminishing_returns(passes, k), C.small_omega_helps(abl["omega"], k),
-            C.fixed_block_varies(abl["fixed"], k)]
+            C.fixed_block_varies(abl["fixed"], k), C.mode_preference(res, k)]
+    dit, mlp = tr["dit"], tr["mlp"]
+    rows.append(C.dit_weak_model(dit["depths"], [m["interval_medians"] for m in dit["mechanism"]],
+                                 {f"MLP {p} depth {r['depths'][-1]}": r["interval_medians"][-1] for p, r in mlp.items()}))
+    deepest = lambda r: r["depths"].index(max(r["depths"]))
+    rows.append(C.paper_depth_corrects(
+        [(f"MLP {p}, depth {max(r['depths'])}, W1", r["effect"][deepest(r)]["wasserstein"], k) for p, r in mlp.items()]
+        + [(f"DiT on digits, depth {max(dit['depths'])}, Fréchet distance", dit["ratio"][deepest(dit)]["effect"],
+            len(dit["settings"]["seeds"]))]))
     lines = ["# The paper's toy claims, checked against the exact truth", "",
              f"Settings: {settings_line(st)}. \"Beyond noise\" means a difference larger than two combined "
              f"standard errors of the mean over the {k} seeds. Numbers: mean ± std over seeds. Full tables: "
@@ -524,6 +683,7 @@ class Stage:
 STAGES = (
     Stage("fig3_1d", lambda lab, out, r: density_panels(lab, "gmm1d", MAIN_METHODS, "fig3_1d", out)),
     Stage("fig3_2d", lambda lab, out, r: density_panels(lab, "gmm2d", MAIN_METHODS, "fig3_2d", out)),
+    Stage("fig3_2d4", lambda lab, out, r: density_panels(lab, "gmm2d4", MAIN_METHODS, "fig3_2d4", out)),
     Stage("fig9_trajectories_1d", lambda lab, out, r: fig9(lab, out)),
     Stage("fig10_naive_vs_single", lambda lab, out, r: fig10(lab, out)),
     Stage("fig8_num_passes", lambda lab, out, r: fig8(lab, out)),
@@ -533,12 +693,17 @@ STAGES = (
     Stage("fig_s2_mechanism", lambda lab, out, r: mechanism(lab, out)),
     Stage("fig_s2_ideal", lambda lab, out, r: fig_ideal(lab, out)),
     Stage("fig_s2_regimes", lambda lab, out, r: fig_regimes(lab, out)),
+    Stage("fig_s2_transformer", lambda lab, out, r: fig_transformer(lab, out)),
+    Stage("transformer_tables", lambda lab, out, r: write_transformer(r["fig_s2_transformer"], out),
+          needs=("fig_s2_transformer",)),
     Stage("mechanism_tables", lambda lab, out, r: write_mechanism(r["fig_s2_mechanism"], r["fig_s2_ideal"],
                                                                   r["fig_s2_regimes"], lab.st, out),
           needs=("fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes")),
     Stage("claims", lambda lab, out, r: claims(r["results"], r["fig7_ablations"], r["fig8_num_passes"],
-                                               r["fig_s2_mechanism"], r["fig_s2_ideal"], r["fig_s2_regimes"], lab.st, out),
-          needs=("results", "fig7_ablations", "fig8_num_passes", "fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes")),
+                                               r["fig_s2_mechanism"], r["fig_s2_ideal"], r["fig_s2_regimes"],
+                                               r["fig_s2_transformer"], lab.st, out),
+          needs=("results", "fig7_ablations", "fig8_num_passes", "fig_s2_mechanism", "fig_s2_ideal", "fig_s2_regimes",
+                 "fig_s2_transformer")),
 )
 _BY_NAME = {s.name: s for s in STAGES}
 
@@ -549,8 +714,9 @@ def plan(only: set[str]) -> list[Stage]:
     todo = set(only)
     for name in list(todo):
         todo |= set(_BY_NAME[name].needs) if name in _BY_NAME else set()
-    if set(_BY_NAME["mechanism_tables"].needs) <= todo:
-        todo.add("mechanism_tables")
+    for tables in ("mechanism_tables", "transformer_tables"):
+        if set(_BY_NAME[tables].needs) <= todo:
+            todo.add(tables)
     return [s for s in STAGES if s.name in todo]
 
 
@@ -597,7 +763,7 @@ def main(argv=None) -> int:
         enable_compilation_cache()
         lab = Lab(Settings.make(a.quick, a.model, tuple(extra.items())))
         image_cfg = IP = None
-        if set(IMAGE_FIGURES) & only:     # imported only when asked for: the core never needs the image experiment
+        if set(PIPELINE_FIGURES) & only:  # imported only when asked for: the core never needs the image experiment
             from toy.images import pipeline as IP
             image_cfg = IP.quick_config() if a.quick else IP.ImageConfig()
         if a.train_only:
@@ -625,7 +791,7 @@ def main(argv=None) -> int:
         return 1
     took = time.perf_counter() - t0
     files.write_json(out / "figures_timing.json", {"quick": a.quick, "only": sorted(only), "seconds": round(took, 1),
-                                                   "stages": {k: v for k, v in stages.items() if k != "mechanism_tables"}})
+                                                   "stages": {k: v for k, v in stages.items() if not k.endswith("_tables")}})
     print(f"wrote {', '.join(sorted(only))} to {out}/ in {took:.0f} s")
     return 0
 

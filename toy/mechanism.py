@@ -12,6 +12,9 @@ at every sampler σ and over the masks S² would draw, `decompose` fits by least
 - r²: the share of |s|² that α and β explain; `ratio` = |s| / |g|.
 - `cos_error`: the cosine of s with the true model error e = D*_c − D_c (exact minus learned):
   > 0 means S² moves the prediction toward the truth.
+- `cos_ref`: the same cosine with the error measured against a stronger reference network R instead
+  of the truth, e ≈ R_c − D_c: the proxy for images, which have no closed form (validated against
+  cos_error on the toys, where both exist).
 
 `analyze` does this for a trained network (`main`, `blockdrop`) or for the ideal weak model (`ideal`:
 D_c exact, D̂ = the truth blurred by δ, where e = 0 and cos_error is undefined). `regime_effect`
@@ -36,7 +39,7 @@ from toy.errors import ToyError, check_finite, check_int
 from toy.guidance import GuidanceConfig, mask_from_scores, num_dropped
 from toy.presets import get_preset
 from toy.nets import ExactDenoiser
-from toy.train import model_set_configs, train_models
+from toy.train import model_set_configs, train, train_models
 
 MODELS = ("main", "blockdrop", "ideal")      # the networks whose S² signal is taken apart
 EFFECT_METRICS = ("mode_shift", "spread_ratio", "wasserstein")
@@ -89,6 +92,7 @@ class MechanismConfig:
     sampler: SamplerConfig = SamplerConfig()
     ideal_blur: float = 1.0          # δ of the ideal weak model
     train_seed: int = 0
+    reference: bool = False          # also cos_ref, against `reference_network` (main trained 4× as long)
 
     @property
     def num_samples(self) -> int:
@@ -120,33 +124,54 @@ def _signal(main, x, sigma, label, scores, k_drop, *, exclude):
 
 
 @functools.partial(jax.jit, static_argnames=("exclude",))
-def _signal_steps(main, exact, xs, sigmas, label, scores, k_drop, *, exclude):
+def _signal_steps(main, refs, xs, sigmas, label, scores, k_drop, *, exclude):
     """_signal at every state xs [T, n, d] and σ [T] with scores [T, M, K] (one program for all steps),
-    plus the exact D_c."""
+    plus each reference denoiser's D_c (refs: a tuple of denoisers)."""
     def one(args):
         x, sigma, sc = args
         du, dc, subs = _signal(main, x, sigma, label, sc, k_drop, exclude=exclude)
-        return du, dc, subs, exact(x, sigma, jnp.full((x.shape[0],), label, jnp.int32))
+        labels = jnp.full((x.shape[0],), label, jnp.int32)
+        return du, dc, subs, tuple(r(x, sigma, labels) for r in refs)
     return jax.lax.map(one, (xs, sigmas, scores))
 
 
-def decompose_states(main, exact: ExactDenoiser, traj: np.ndarray, sigmas: np.ndarray, label: int,
+def cosine_steps(s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """cos(s, e) per σ over every mask and sample: s [T, M, n, d], e [T, n, d] → [T] (NaN where s or e is 0)."""
+    s, e = np.asarray(s, np.float64), np.asarray(e, np.float64)
+    se = np.sum(s * e[:, None], axis=tuple(range(1, s.ndim)))
+    ss = np.sum(s * s, axis=tuple(range(1, s.ndim)))
+    ee = np.sum(e * e, axis=tuple(range(1, e.ndim))) * s.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((ee > 0) & (ss > 0), se / np.sqrt(ss * ee), np.nan)
+
+
+def decompose_states(main, references: dict, traj: np.ndarray, sigmas: np.ndarray, label: int,
                      gcfg: GuidanceConfig, *, masks: int, key: jax.Array, progress=None) -> dict:
     """The decomposition at every sampler σ along given states: traj [T + 1, n, d] (traj[i] is the
-    state at σ_i), from any sampler run. `main` is a network (masks drawn as S² draws them, from
-    gcfg's drop settings) or an ExactDenoiser (the ideal weak model, no model error).
-    Returns {"sigmas", "alpha", "beta", "r2", "cos_error", "ratio"}, each a list over the T steps."""
+    state at σ_i), from any sampler run. `main` is any denoiser with the common interface (an MLP, the
+    image DiT: masks drawn as S² draws them, from gcfg's drop settings) or an ExactDenoiser (the ideal
+    weak model, no model error). `references` maps an output name to a denoiser R whose D_c stands in
+    for the truth: the series `name` is cos(s, R_c − D_c), the cosine of the S² signal with main's
+    error measured against R ({"cos_error": the exact denoiser}; {"cos_ref": a stronger network} where
+    there is no closed form). Returns {"sigmas", "alpha", "beta", "r2", "ratio", *references}, each a
+    list over the T steps (a reference series is all NaN when main has no blocks: it has no error)."""
     K = main.num_blocks
     k_drop = num_dropped(K, gcfg.exclude, gcfg.drop_ratio, gcfg.num_drop) if K else 0
     T = len(sigmas) - 1
+    names = tuple(references)
     scores = draw_mask_scores(key, masks if K else 1, K, T)                      # [T, M, K]: step i's key is fold_in(key, i)
-    du, dc, subs, true = (np.asarray(a) for a in _signal_steps(
-        main, exact, np.asarray(traj[:T], np.float32), np.asarray(sigmas[:T], np.float32), label, scores, np.float32(k_drop),
-        exclude=tuple(gcfg.exclude) if K else ()))                               # [T, n, d] ×2, [T, M, n, d], [T, n, d]
-    out = decompose_steps(dc[:, None] - subs, dc - du, dc - np.asarray(traj[:T]), None if K == 0 else true - dc)
+    du, dc, subs, refs = _signal_steps(
+        main, tuple(references[n] for n in names), np.asarray(traj[:T], np.float32), np.asarray(sigmas[:T], np.float32),
+        label, scores, np.float32(k_drop), exclude=tuple(gcfg.exclude) if K else ())
+    du, dc, subs = np.asarray(du), np.asarray(dc), np.asarray(subs)             # [T, n, d] ×2, [T, M, n, d]
+    s = dc[:, None] - subs                                                       # [T, M, n, d]
+    out = decompose_steps(s, dc - du, dc - np.asarray(traj[:T]))
+    out.pop("cos_error")
+    for n, r in zip(names, refs):                                                # r: [T, n, d]
+        out[n] = cosine_steps(s, np.asarray(r) - dc) if K else np.full(T, np.nan)
     if callable(progress):
         progress(1.0, "decomposed")
-    return {"sigmas": [float(v) for v in sigmas[:T]], **{k: v.tolist() for k, v in out.items()}}
+    return {"sigmas": [float(v) for v in sigmas[:T]], **{k: np.asarray(v).tolist() for k, v in out.items()}}
 
 
 def guidance_terms(main, exact: ExactDenoiser, x: np.ndarray, sigma: float, label: int, gcfg: GuidanceConfig, *,
@@ -165,10 +190,26 @@ def guidance_terms(main, exact: ExactDenoiser, x: np.ndarray, sigma: float, labe
             "model_error": err}
 
 
+def reference_config(preset: str, quick: bool = True, seed: int = 0):
+    """The stronger network `cos_ref` measures the main network's error against, as images must: the
+    main network's shape trained 4× as long (quick: 6000 steps, which ships for gmm1d and gmm2d)."""
+    main = model_set_configs(preset, quick, seed)["main"]
+    return replace(main, steps=4 * main.steps, snapshot=0)
+
+
+def reference_network(preset: str, *, quick: bool = True, seed: int = 0, folder: str | Path | None = None,
+                      progress: bool | Callable[[float, str], None] = True):
+    """`reference_config`'s network, trained, loaded or resumed."""
+    tcfg = reference_config(preset, quick, seed)
+    return train(tcfg, folder=folder, tag=f"steps-{tcfg.steps}", progress=progress).model
+
+
 def analyze(cfg: MechanismConfig, *, folder: str | Path | None = None,
-            progress: bool | Callable[[float, str], None] = True, models: dict | None = None) -> dict:
+            progress: bool | Callable[[float, str], None] = True, models: dict | None = None,
+            reference=None) -> dict:
     """The decomposition at every sampler σ along the CFG sampler's own states:
-    {"preset", "model", "sigmas", "alpha", "beta", "r2", "cos_error", "ratio", "settings"}."""
+    {"preset", "model", "sigmas", "alpha", "beta", "r2", "ratio", "cos_error", "settings"}, and
+    "cos_ref" when a `reference` denoiser is given (the proxy of cos_error that images use)."""
     cfg = cfg.validate()
     mixture = get_preset(cfg.preset)
     exact = ExactDenoiser(mixture, ideal_blur=cfg.ideal_blur)
@@ -178,11 +219,14 @@ def analyze(cfg: MechanismConfig, *, folder: str | Path | None = None,
         models = models or train_models(cfg.preset, quick=cfg.quick, seed=cfg.train_seed, folder=folder,
                                         progress=progress, roles=(cfg.model,))
         main = models[cfg.model]
+    if reference is None and cfg.reference and cfg.model != "ideal":
+        reference = reference_network(cfg.preset, quick=cfg.quick, seed=cfg.train_seed, folder=folder, progress=progress)
     g = replace(cfg.guidance, method="cfg")
     key = jax.random.key(cfg.seed)
     run = sample(main, g, cfg.sampler, jax.random.fold_in(key, E.SAMPLES), cfg.num_samples, cfg.label,
                  return_trajectory=True)
-    res = decompose_states(main, exact, np.asarray(run.trajectory), run.sigmas, cfg.label, g, masks=cfg.masks,
+    refs = {"cos_error": exact, **({"cos_ref": reference} if reference is not None else {})}
+    res = decompose_states(main, refs, np.asarray(run.trajectory), run.sigmas, cfg.label, g, masks=cfg.masks,
                            key=jax.random.fold_in(key, 1000), progress=progress if callable(progress) else None)
     K = main.num_blocks
     settings = {"label": cfg.label, "samples": cfg.num_samples, "masks": cfg.masks if K else 1, "seed": cfg.seed,
@@ -201,6 +245,21 @@ def interval_median(res: dict, key: str, interval: tuple[float, float]) -> float
     v = np.asarray(res[key], np.float64)[(pos >= interval[0]) & (pos <= interval[1])]
     v = v[np.isfinite(v)]
     return float(np.median(v)) if v.size else float("nan")
+
+
+def proxy_agreement(res: dict, interval: tuple[float, float]) -> dict[str, float]:
+    """How well cos_ref (against a reference network) tracks cos_error (against the truth) where S²
+    acts: their Pearson correlation over σ, each one's median and the median absolute difference."""
+    T = len(res["sigmas"])
+    pos = np.arange(T) / max(T - 1, 1)
+    a, b = (np.asarray(res[k], np.float64)[(pos >= interval[0]) & (pos <= interval[1])] for k in ("cos_error", "cos_ref"))
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    corr = float(np.corrcoef(a, b)[0, 1]) if a.size > 2 and a.std() > 0 and b.std() > 0 else float("nan")
+    nan = float("nan")
+    return {"correlation": corr, "cos_error": float(np.median(a)) if a.size else nan,
+            "cos_ref": float(np.median(b)) if b.size else nan,
+            "median_abs_difference": float(np.median(np.abs(a - b))) if a.size else nan}
 
 
 def verdict(alpha: float, beta: float) -> str:

@@ -27,9 +27,11 @@ import numpy as np
 from toy.errors import ToyError
 from toy.mixtures import GaussianMixture, component_labels
 
-METRICS = ("wasserstein", "mmd", "mode_coverage", "mode_shift", "spread_ratio", "gt_logp", "low_density_frac")
+METRICS = ("wasserstein", "mmd", "mode_coverage", "mode_balance", "mode_shift", "spread_ratio", "gt_logp",
+           "low_density_frac")
 # Display names with the direction that is better, for every table and the app ("↓": lower is better).
 METRIC_LABELS = {"wasserstein": "W1 ↓", "mmd": "MMD ↓", "mode_coverage": "mode coverage ↑ (1)",
+                 "mode_balance": "mode balance ↓ (0)",
                  "mode_shift": "mode shift ↓", "spread_ratio": "spread ratio → 1", "gt_logp": "true log p ↑",
                  "low_density_frac": "low-density share ↓"}
 MMD_SCALES = (0.1, 0.3, 1.0, 3.0)
@@ -172,6 +174,29 @@ def mode_coverage(x, mixture: GaussianMixture, *, min_share: float = 0.2, comp=N
     counts = np.bincount(comp[inside], minlength=mixture.num_components)            # [K]
     covered = counts >= min_share * mixture.weights * x.shape[0]
     return float(np.sum(mixture.weights * covered))
+
+
+def responsibilities(x, mixture: GaussianMixture) -> np.ndarray:
+    """Posterior probability of each true component for each sample, [n, K] (float64, rows sum to 1)."""
+    x = as_samples(x)
+    means, covs = np.asarray(mixture.means, np.float64), np.asarray(mixture.covs, np.float64)   # [K, d], [K, d, d]
+    diff = x[:, None, :] - means[None]                                               # [n, K, d]
+    sol = np.linalg.solve(covs[None], diff[..., None])[..., 0]                       # [n, K, d]
+    logp = (np.log(np.asarray(mixture.weights, np.float64)) - 0.5 * np.sum(diff * sol, -1)
+            - 0.5 * np.linalg.slogdet(covs)[1])                                      # [n, K] (2π cancels)
+    logp -= logp.max(1, keepdims=True)
+    r = np.exp(logp)
+    return r / r.sum(1, keepdims=True)
+
+
+def mode_balance(x, mixture: GaussianMixture) -> float:
+    """Whether the samples keep the true weights of the modes: the total-variation distance
+    ½·Σ_k |share_k − w_k| between each component's share of the samples and its weight w_k. The share
+    is responsibility-weighted (the mean posterior probability of the component over the samples), so
+    exact samples score 0 in expectation on any mixture, overlapping components included (a hard
+    assignment would not). 0: the true weights; 1 − w_k: every sample deep inside component k."""
+    share = responsibilities(x, mixture).mean(0)                                     # [K]
+    return float(0.5 * np.sum(np.abs(share - np.asarray(mixture.weights, np.float64))))
 
 
 def _members(x: np.ndarray, comp: np.ndarray, k: int, min_count: int):

@@ -183,3 +183,9 @@ def image_grid(images: np.ndarray, size: int, channels: int) -> np.ndarray:
     r, c = images.shape[:2]
     img = images.reshape(r, c, size, size, channels).transpose(0, 2, 1, 3, 4).reshape(r * size, c * size, channels)
     return np.clip((img + 1) / 2, 0, 1)
+
+
+def shades(cmap: str, n: int) -> list:
+    """n colours from light to dark along a matplotlib colour map (one per depth, say)."""
+    from matplotlib import colormaps
+    return [colormaps[cmap](v) for v in np.linspace(0.45, 0.95, max(n, 1))]

@@ -38,6 +38,17 @@ def _gmm2d() -> ConditionalMixture:
     return ConditionalMixture((a, b), np.array([0.5, 0.5]), ("diagonal", "anti-diagonal"), "gmm2d")
 
 
+def _gmm2d4() -> ConditionalMixture:
+    # The paper's 4-mode example (B.1.3): the target class is four equal isotropic modes at (±4, ±4).
+    # CFG needs a second class. A symmetric one (a blob at the centre) would push all four modes out
+    # alike and could never show a preference; this one sits on the right, between (4, 4) and (4, −4),
+    # so p(target | x) is lower around the right-hand modes and CFG's tilt p(x | c)·p(c | x)^(λ−1)
+    # moves weight to the left-hand ones: the "mode preference" the paper names, made measurable.
+    a = GaussianMixture([0.25] * 4, [[-4.0, -4.0], [-4.0, 4.0], [4.0, -4.0], [4.0, 4.0]], [_iso(2, 1.0)] * 4)
+    b = GaussianMixture([1.0], [[4.0, 0.0]], [_iso(2, 2.0)])
+    return ConditionalMixture((a, b), np.array([0.5, 0.5]), ("four modes", "right"), "gmm2d4")
+
+
 def tree_branches(origin, angle, length, depth, spread, thickness, pieces=3):
     """Thin Gaussians along the segments of a recursive binary tree: (weights, means, covs)."""
     w, mu, cov = [], [], []
@@ -68,7 +79,7 @@ def _tree2d() -> ConditionalMixture:
 EXAMPLE_SPEC = {"classes": [{"weights": [1, 1], "means": [[-3, 0], [3, 0]], "covs": [[[1, 0], [0, 1]], [[0.5, 0], [0, 2]]]},
                             {"weights": [1], "means": [[0, 2]], "covs": [[[1, 0.3], [0.3, 1]]]}],
                 "class_names": ["pair", "single"]}
-PRESETS = {"gmm1d": _gmm1d, "gmm2d": _gmm2d, "tree2d": _tree2d}
+PRESETS = {"gmm1d": _gmm1d, "gmm2d": _gmm2d, "gmm2d4": _gmm2d4, "tree2d": _tree2d}
 
 
 @functools.lru_cache(maxsize=None)

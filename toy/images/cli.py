@@ -1,4 +1,4 @@
-"""`python -m toy images train|sample|evaluate`: the image experiment's command line.
+"""`python -m toy images train|sample|evaluate|mechanism`: the image experiment's command line.
 
 Every argument is checked, and every output path tested, before any data is read or any model is
 trained; errors are one line naming the argument (the top-level command line prints them).
@@ -16,7 +16,7 @@ from toy.guidance import METHODS, GuidanceConfig, parse_methods
 
 
 def add_parser(sub, parser_class, floats, seeds, ints) -> None:
-    """The `images` command and its three subcommands, on the top-level subparsers `sub`."""
+    """The `images` command and its four subcommands, on the top-level subparsers `sub`."""
     im = sub.add_parser("images", help="the DiT image experiment: train, sample, evaluate (paper Fig. 4, 15)")
     isub = im.add_subparsers(dest="images_command", required=True, parser_class=parser_class)
     common = parser_class(add_help=False)
@@ -51,6 +51,13 @@ def add_parser(sub, parser_class, floats, seeds, ints) -> None:
     ev.add_argument("--seeds", type=seeds, default=None, help="a count (3) or a list (0,4,7)")
     ev.add_argument("--per-class", type=int, default=None, help="generations per class, method and seed")
     ev.add_argument("--out", default="figures")
+    mc = isub.add_parser("mechanism", parents=[common], help="take the DiT's S² signal apart along its CFG sampler: "
+                         "α, β, r², |s|/|g| and cos_ref against a reference DiT (toy/images/mechanism.py)")
+    mc.add_argument("--samples", type=int, default=None, help="CFG sampler states per class, in [10, 100000] "
+                    "(default 200 with --quick, 500 without)")
+    mc.add_argument("--masks", type=int, default=8, help="masks per σ, drawn as S² draws them, in [1, 1024]")
+    mc.add_argument("--sample-seed", type=int, default=0)
+    mc.add_argument("--json", default=None, help="write the series, their medians where S² acts and the settings here")
     ev.add_argument("--clip", default=None, metavar="DIR", help="a local folder with Flax CLIP weights (config.json, "
                     "flax_model.msgpack): CLIP image features instead of the classifier's (needs the clip extra)")
 
@@ -103,11 +110,36 @@ def _check(args) -> None:
         check_int("--sample-seed", args.sample_seed, low=0, high=2**31 - 1)
         for path, what in zip(sample_paths(args.out), ("--out (the picture)", "--out (the arrays)")):
             files.writable_file(path, what)
+    if cmd == "mechanism":
+        _mechanism_config(args)
+        if args.json is not None:
+            files.writable_file(args.json, "--json")
     if cmd == "evaluate":
         files.usable_folder(args.out, "--out")
         if args.clip is not None:
             from toy.images.features import check_clip_folder
             check_clip_folder(args.clip)
+
+
+def _mechanism_config(args):
+    from toy.images.mechanism import DiTMechanismConfig
+    return DiTMechanismConfig(samples=args.samples, masks=args.masks, seed=args.sample_seed).validate()
+
+
+def _mechanism(args, icfg, data) -> int:
+    from toy.images.mechanism import SERIES, run_mechanism
+
+    res = run_mechanism(icfg, data, args.quick, _mechanism_config(args), folder=args.cache_dir)
+    st = res["settings"]
+    print(f"main {st['main']}; reference {st['reference']}; {st['blocks_dropped']} block(s) dropped per mask; "
+          f"{st['samples_per_class']} CFG states per class, {st['masks']} masks per σ")
+    print(f"{'σ':>9} " + " ".join(f"{k:>8}" for k in SERIES))
+    for i, sigma in enumerate(res["sigmas"]):
+        print(f"{sigma:>9.4f} " + " ".join(f"{res[k][i]:>8.3f}" for k in SERIES))
+    print("medians where S² acts: " + ", ".join(f"{k} {v:.3f}" for k, v in res["interval_medians"].items()))
+    if args.json:
+        files.write_json_safely(args.json, res, "--json")
+    return 0
 
 
 def run(args) -> int:
@@ -120,6 +152,8 @@ def run(args) -> int:
     cmd = args.images_command
     if cmd == "sample" and args.label is not None and args.label not in data.classes:
         raise ToyError(f"--label {args.label} is not among the trained classes {list(data.classes)}")
+    if cmd == "mechanism":
+        return _mechanism(args, icfg, data)
     models = train_image_models(icfg, data, folder=args.cache_dir)
     if cmd == "train":
         for role in ("main", "small"):
