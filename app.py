@@ -14,7 +14,7 @@ import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import jax
 import numpy as np
@@ -253,10 +253,8 @@ def page(c, mixture, name, mkey, methods, t0, timing):
         st.session_state["step"] = T               # clamped, or kept at the last step when the count moves
     st.session_state["_steps_before"] = T
     ref_ready = Future()
-    try:      # the samplers and the mechanism start first; this thread makes the reference meanwhile
+    try:      # the samplers start first; this thread makes the reference meanwhile
         jobs = start_runs(methods, c, main_d, weak, gbase, scfg, label_, ref_ready, mkey)
-        sigma = float(scfg.sigmas(main_d.sigma_data)[min(st.session_state["step"], T - 1)])
-        mech = mechanism_jobs(main_d, exact_d, mixture, label_, gbase, sigma, mkey, jobs["cfg"]) if plots else None
         truth, ref, truth_metrics, noise = reference(mkey, mixture, label_, c["seed"], n)
         ref_ready.set_result(ref)
     finally:
@@ -267,40 +265,69 @@ def page(c, mixture, name, mkey, methods, t0, timing):
                 "below are measured in all dimensions.")
     w = window(mkey, mixture, label_) if plots else None
     errors_box, cols_slot = st.container(), st.empty()
-    if plots:
-        st.subheader("The sampler in time")
-        col_a, col_b = st.columns([5, 1])
-        col_a.slider("Sampler step t (0: pure noise at σ_max; the last: the samples)", 0, T, key="step")
-        play = col_b.button("▶ Play", key="play", help="Run the sampler from noise to samples, step by step.")
-        step_slot = st.empty()
-        st.subheader("The mechanism at this step")
-        mech_box = st.container()
     columns = {"truth": store()["columns"].get((mkey, label_, n, c["seed"], "truth"), lambda: canvas(
         ("column", mixture.dim), lambda: V.ColumnCanvas(w)).render("exact samples", truth, None, w))} if plots else {}
-    results = collect(jobs, methods, mixture, w, columns, errors_box, timing,
-                      lambda r: mechanism_view(mixture, r, mech, gbase, sigma) if plots else None,
-                      mech_box if plots else None)
+    results = collect(jobs, methods, mixture, w, columns, errors_box, timing)
     if not results:
         return
-    if plots:
-        with mech_box:
-            dit_view(gbase, mech)
     png = None
     if plots:
         t = time.perf_counter()
         png = V.to_png(np.concatenate([columns["truth"]] + [columns[m] for m in results], axis=1))   # [H, W·cols, 4]
         cols_slot.image(png, caption=f"Top: samples (blue) over the exact conditional density. Bottom: sampler "
                                      f"trajectories of {V.TRAJ_N} samples.")
-        for t_ in (range(T + 1) if play else [st.session_state["step"]]):
-            step_view(step_slot, mkey, mixture, label_, results, truth, noise, t_, T)
-            time.sleep(0.12 if play else 0)
         timing["drawing"] += time.perf_counter() - t
+        in_time(Moment(mkey, mixture, label_, results, truth, noise, T, main_d, exact_d, gbase, scfg, jobs["cfg"]),
+                timing)
     summary(c, name, label_, methods, jobs, results, truth, truth_metrics, png, mixture, t0, timing)
 
 
-def collect(jobs, methods, mixture, w, columns, errors_box, timing, mechanism, mech_box) -> dict:
-    """Each run as it lands, CFG's first (the mechanism view reads it): errors inline, columns drawn
-    while the other methods still sample. Returns the runs of `methods`, in the sidebar's order."""
+@dataclass(frozen=True, eq=False)
+class Moment:
+    """What the sampler-in-time fragment reads from the page's last full run."""
+    mkey: tuple
+    mixture: object
+    label: int
+    results: dict
+    truth: np.ndarray
+    noise: np.ndarray
+    T: int
+    main_d: object
+    exact_d: object
+    gbase: GuidanceConfig
+    scfg: SamplerConfig
+    cfg_job: tuple
+
+
+@st.fragment
+def in_time(m: Moment, timing: dict) -> None:
+    """The sampler in time and the mechanism at the chosen step. A fragment: moving the step slider (or
+    ▶ Play) reruns this part alone; the samples' picture above is already on the page, so the
+    mechanism's programs never delay it."""
+    st.subheader("The sampler in time")
+    col_a, col_b = st.columns([5, 1])
+    col_a.slider("Sampler step t (0: pure noise at σ_max; the last: the samples)", 0, m.T, key="step")
+    play = col_b.button("▶ Play", key="play", help="Run the sampler from noise to samples, step by step.")
+    step_slot = st.empty()
+    t = time.perf_counter()
+    for t_ in (range(m.T + 1) if play else [st.session_state["step"]]):
+        step_view(step_slot, m.mkey, m.mixture, m.label, m.results, m.truth, m.noise, t_, m.T)
+        time.sleep(0.12 if play else 0)
+    timing["drawing"] += time.perf_counter() - t
+    st.subheader("The mechanism at this step")
+    t = time.perf_counter()
+    sigma = float(m.scfg.sigmas(m.main_d.sigma_data)[min(st.session_state["step"], m.T - 1)])
+    mech = mechanism_jobs(m.main_d, m.exact_d, m.mixture, m.label, m.gbase, sigma, m.mkey, m.cfg_job)
+    cfg_run = m.cfg_job[1].result() if isinstance(m.cfg_job[1], Future) else m.cfg_job[1]
+    mechanism_view(m.mixture, cfg_run, mech, m.gbase, sigma)
+    timing["mechanism view"] += time.perf_counter() - t
+    dit_view(m.gbase, mech)
+    PAGE.write_url()                       # a step move reruns only this part: the link follows it here
+
+
+def collect(jobs, methods, mixture, w, columns, errors_box, timing) -> dict:
+    """Each run as it lands: errors inline, columns drawn while the other methods still sample. Returns
+    the runs of `methods`, in the sidebar's order."""
     results = {}
     for m in ["cfg"] + [m for m in methods if m != "cfg"]:
         key, job = jobs[m]
@@ -316,11 +343,6 @@ def collect(jobs, methods, mixture, w, columns, errors_box, timing, mechanism, m
                 columns[m] = store()["columns"].get(key, lambda: canvas(("column", mixture.dim), lambda: V.ColumnCanvas(
                     w)).render(label(m), r["x"], r["trajectory"], w))
         timing["drawing"] += time.perf_counter() - t
-        if m == "cfg" and mech_box is not None:
-            t = time.perf_counter()
-            with mech_box:
-                mechanism(r)
-            timing["mechanism view"] += time.perf_counter() - t
     return {m: results[m] for m in methods if m in results}
 
 

@@ -517,11 +517,12 @@ def fig_transformer(lab: Lab, out: Path) -> dict:
                        "interval_medians": [{k: interval_median(r, k) for k in ("alpha", "beta", "ratio")} for r in mech],
                        "blocks_dropped": [num_dropped(d, PAPER.exclude, PAPER.drop_ratio, PAPER.num_drop)
                                           for d in st.mlp_depths]}
-    icfg, dmech = IM.figure_config(st.quick)
+    icfg, dmech, depths = IM.figure_config(st.quick)
     data = load_digits()
     fnet = train_classifier(data.flat(), data.labels, data.num_classes, seed=0)
     reference, what = IM.reference_network(icfg, data, quick=True)
-    dit = IM.depth_sweep(data, reference, fnet, fnet.features(data.flat()), icfg, mech=dmech, progress=True)
+    dit = IM.depth_sweep(data, reference, fnet, fnet.features(data.flat()), icfg, depths=depths, mech=dmech,
+                         progress=True)
     dit.update(reference=what, settings=IM.describe(icfg, data), mechanism_samples=dmech.samples, masks=dmech.masks)
 
     fig, axes = P.panels(4, max_cols=2, size=(5.2, 3.4), title_lines=2, caption_lines=3)

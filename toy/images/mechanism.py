@@ -174,12 +174,14 @@ def describe(icfg: ImageConfig, data: ImageData) -> dict:
                                                                                "per_class", "seeds")}}
 
 
-def figure_config(quick: bool) -> tuple[ImageConfig, DiTMechanismConfig]:
-    """The depth sweep's sampling settings in the figures (fig_s2_transformer): λ, ω, Heun steps,
-    generations per class and seeds; and the mechanism's states and masks."""
+def figure_config(quick: bool) -> tuple[ImageConfig, DiTMechanismConfig, tuple[int, ...]]:
+    """The depth sweep's settings in the figures (fig_s2_transformer): λ, ω, Heun steps, generations
+    per class and seeds; the mechanism's states and masks; the depths (quick: the shallowest and the
+    paper's 28)."""
     if quick:
-        return quick_config(seeds=(0,), per_class=40, sampler_steps=12), DiTMechanismConfig(samples=100, masks=4)
-    return ImageConfig(seeds=(0, 1, 2), per_class=150, sampler_steps=32), DiTMechanismConfig(samples=200, masks=8)
+        return (quick_config(seeds=(0,), per_class=40, sampler_steps=12), DiTMechanismConfig(samples=100, masks=4),
+                (DEPTHS[0], DEPTHS[-1]))
+    return ImageConfig(seeds=(0, 1, 2), per_class=150, sampler_steps=32), DiTMechanismConfig(samples=200, masks=8), DEPTHS
 
 
 def app_series(depth: int, guidance: GuidanceConfig, *, samples: int = 100, masks: int = 4) -> dict:
