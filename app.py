@@ -45,7 +45,9 @@ setup()              # one CPU device per core for the samplers, before JAX star
 enable_compilation_cache(min_compile_s=0.0)
 
 SOURCES = {"trained network": "trained", "exact closed form": "exact"}
-MECH_MASKS, MECH_STATES = 8, 200        # the mechanism view: masks per σ, CFG sampler states per σ
+MECH_MASKS, MECH_STATES = 8, 200
+PREPARE = os.environ.get("TOY_APP_PREPARE", "1") != "0"   # the other presets in the background after the first page
+IDLE_S = 1.0                                               # … each piece once no page has run for this long        # the mechanism view: masks per σ, CFG sampler states per σ
 # The view's own settings, declared with the same class as the simulator's (their URL codec is the same).
 VIEW = [Setting("preset", "gmm1d", kind="choice", choices=(*PRESETS, "custom"), group="app"),
         Setting("source", "trained network", kind="choice", choices=tuple(SOURCES), group="app"),
@@ -63,6 +65,12 @@ def store() -> dict[str, LRU]:
     # alone, and a slider move never recompiles.
     return {"custom": LRU(16), "models": LRU(16), "refs": LRU(32), "windows": LRU(256), "runs": LRU(256),
             "columns": LRU(96), "canvases": LRU(32), "mechanism": LRU(64)}
+
+
+@st.cache_resource(show_spinner=False)
+def activity() -> dict:
+    # When a page last ran (any session): background work waits for the user to pause.
+    return {"t": 0.0}
 
 
 @st.cache_resource(show_spinner=False)
@@ -110,7 +118,7 @@ def denoisers(c, mixture, name, mkey):
     exact_d = ExactDenoiser(mixture, ideal_blur=c["delta"])
     if c["source"] == "exact":
         return exact_d, exact_d.weak(), exact_d
-    roles = tuple(dict.fromkeys((c["model"], c.get("weak", "small"))))
+    roles = roles_of(c)
     slot = st.empty()        # always there: the page keeps its shape (a focused slider stays mounted on a rerun)
 
     def make():
@@ -122,6 +130,10 @@ def denoisers(c, mixture, name, mkey):
             bar.empty()
     models = store()["models"].get((mkey, roles), make)
     return models[c["model"]], models[c.get("weak", "small")], exact_d
+
+
+def roles_of(c) -> tuple:
+    return tuple(dict.fromkeys((c["model"], c.get("weak", "small"))))
 
 
 def run_method(main_d, weak, gcfg, scfg, seed, n, label_, ref_ready: Future):
@@ -156,18 +168,62 @@ def canvas(key, make):
     return store()["canvases"].get(key, make)
 
 
+def run_key(c, mkey, label_, gcfg, scfg) -> tuple:
+    """What a run is a function of: the app's cache key for it."""
+    return (mkey, label_, c["source"], c["model"], c["delta"] if c["source"] == "exact" else None, gcfg.canonical(),
+            scfg, c["samples"], c["seed"], c.get("weak") if REGISTRY[gcfg.method].uses_weak else None)
+
+
 def start_runs(methods, c, main_d, weak, gbase, scfg, label_, ref_ready, mkey):
     """Every method not in the cache (and CFG, which the mechanism view reads), submitted to the pool:
     {method: (key, cached run or the future of a new one)}."""
     out = {}
     for m in dict.fromkeys(methods + ["cfg"]):
         gcfg = replace(gbase, method=m)
-        key = (mkey, label_, c["source"], c["model"], c["delta"] if c["source"] == "exact" else None, gcfg.canonical(),
-               scfg, c["samples"], c["seed"], c.get("weak") if REGISTRY[m].uses_weak else None)
+        key = run_key(c, mkey, label_, gcfg, scfg)
         hit = store()["runs"].peek(key)
         out[m] = (key, hit if hit is not None else pool().submit(run_method, main_d, weak, gcfg, scfg, c["seed"],
                                                                  c["samples"], label_, ref_ready))
     return out
+
+
+def prepare_presets(c, methods, label_, gbase, scfg) -> Future:
+    """The other presets at these settings, made in the background after the first picture: their
+    networks loaded, references made and runs sampled and stored under the keys the page uses (the same
+    functions: a first visit to another preset shows exactly what sampling there gives, at once). Each
+    piece waits until no page has run for IDLE_S seconds, so that the work never slows a slider."""
+    last = activity()
+
+    def idle():
+        while time.monotonic() - last["t"] < IDLE_S:
+            time.sleep(0.1)
+
+    def work():
+        for preset in PRESETS:
+            if preset == c["preset"]:
+                continue
+            mixture, mkey = get_preset(preset), preset
+            if label_ >= mixture.num_classes:
+                continue
+            idle()
+            if c["source"] == "exact":
+                main_d = ExactDenoiser(mixture, ideal_blur=c["delta"])
+                weak = main_d.weak()
+            else:
+                models = store()["models"].get((mkey, roles_of(c)), lambda: train_models(
+                    preset, quick=True, mixture=mixture, roles=roles_of(c), progress=False))
+                main_d, weak = models[c["model"]], models[c.get("weak", "small")]
+            ref = Future()
+            ref.set_result(reference(mkey, mixture, label_, c["seed"], c["samples"])[1])
+            for m in dict.fromkeys(methods + ["cfg"]):
+                gcfg = replace(gbase, method=m)
+                key = run_key(c, mkey, label_, gcfg, scfg)
+                if store()["runs"].peek(key) is None:
+                    idle()
+                    r = run_method(main_d, weak, gcfg, scfg, c["seed"], c["samples"], label_, ref)
+                    if not isinstance(r, ToyError):
+                        store()["runs"].put(key, r)
+    return pool().submit(work)
 
 
 def mechanism_jobs(main_d, exact_d, mixture, label_, gbase, sigma, mkey, cfg_job):
@@ -280,6 +336,8 @@ def page(c, mixture, name, mkey, methods, t0, timing):
         in_time(Moment(mkey, mixture, label_, results, truth, noise, T, main_d, exact_d, gbase, scfg, jobs["cfg"]),
                 timing)
     summary(c, name, label_, methods, jobs, results, truth, truth_metrics, png, mixture, t0, timing)
+    if PREPARE and not st.session_state.get("_prepared") and c["preset"] != "custom":
+        st.session_state["_prepared"] = prepare_presets(c, methods, label_, gbase, scfg)   # once per session
 
 
 @dataclass(frozen=True, eq=False)
@@ -304,6 +362,7 @@ def in_time(m: Moment, timing: dict) -> None:
     """The sampler in time and the mechanism at the chosen step. A fragment: moving the step slider (or
     ▶ Play) reruns this part alone; the samples' picture above is already on the page, so the
     mechanism's programs never delay it."""
+    activity()["t"] = time.monotonic()
     st.subheader("The sampler in time")
     col_a, col_b = st.columns([5, 1])
     col_a.slider("Sampler step t (0: pure noise at σ_max; the last: the samples)", 0, m.T, key="step")
@@ -367,6 +426,7 @@ def summary(c, name, label_, methods, jobs, results, truth, truth_metrics, png, 
 
 def main():
     st.set_page_config(page_title="S²-Guidance toy simulator", layout="wide", menu_items={})
+    activity()["t"] = time.monotonic()
     try:
         plugins.from_env()
     except ToyError as e:
@@ -401,6 +461,7 @@ def main():
     except Exception as e:  # noqa: BLE001 - never a traceback on the page: one line, and the page stays usable
         st.error(f"error: {type(e).__name__}: {e}")
     PAGE.write_url()
+    activity()["t"] = time.monotonic()
 
 
 main()

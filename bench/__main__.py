@@ -163,7 +163,9 @@ def bench_figures() -> dict:
                    capture_output=True)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "toy.figures", "--out", str(out)], check=True, capture_output=True)
-    return {"seconds": time.perf_counter() - t, "command": "python -m toy.figures", "models": "cached"}
+    took = time.perf_counter() - t
+    stages = json.loads((out / "figures_timing.json").read_text())["stages"]        # seconds per figure
+    return {"seconds": took, "stages": stages, "command": "python -m toy.figures", "models": "cached"}
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -209,7 +211,9 @@ def markdown(r: dict) -> str:
                       f"after the command with empty caches (server listening at "
                       f"{st_.get('first_render_s', {}).get('server_listening_s', float('nan')):.1f} s), second launch "
                       f"{a['second_launch_s']:.1f} s; input event → new picture, median: "
-                      + ", ".join(f"{k} {v:.2f} s" for k, v in b.items()) + ".",
+                      + ", ".join(f"{k} {v:.2f} s" for k, v in b.items())
+                      + (f" (a one-slider Streamlit page answers in {a['streamlit_round_trip_s']:.2f} s)"
+                         if "streamlit_round_trip_s" in a else "") + ".",
                   f"The same script through AppTest (no server, browser or transfer): first page "
                   f"{a['script_first_render_s']:.1f} s, second launch {a['script_second_launch_s']:.1f} s; rerun after a "
                   "move, median: " + ", ".join(f"{k} {v['median_s']:.2f} s" for k, v in a["script_slider_to_rerun"].items())

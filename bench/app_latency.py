@@ -11,8 +11,12 @@ Browser figures (Debian's Chromium driven by Playwright, the server started by t
 - slider_to_picture_s.{lam, omega, step, preset, methods}: from the input event (a key press on the
   slider, a click on an option) to the page's new picture (the image's source changed and decoded),
   median of several moves; the page settles between moves. `preset` is each preset's first visit
-  (what a user meets: weights to load, programs to compile), `preset_revisit` a return to one.
-  `methods` removes and adds back a method already sampled.
+  (what a user meets: weights to load, programs to compile), `preset_revisit` a return to one. The
+  moves start 15 s after the second launch's first picture, as a reader looks at the page first
+  (the app prepares the other presets in the background while nobody moves anything).
+  `methods` removes and adds back a method already sampled;
+- streamlit_round_trip_s: the same key press on a one-slider Streamlit page that only prints the
+  value: the floor under any control of any Streamlit app on this machine.
 
 Script figures (Streamlit's AppTest, the same script in one process, no server, browser or image
 transfer), under `script_*`: script_first_render_s and script_second_launch_s from a fresh process
@@ -67,6 +71,17 @@ def launch_times() -> dict:
     return {**out, "script_launch_process_s": whole}
 
 
+def rerun_parts(caption: str) -> dict[str, float]:
+    """The page's own account of a rerun, from its caption: "Rendered in 0.52 s (waiting for the samplers
+    0.21 s, drawing 0.14 s, mechanism view 0.18 s; …)" → {"rendered": 0.52, "waiting for the samplers": 0.21, …}."""
+    head, rest = caption.split("Rendered in ", 1)[1].split(" s (", 1)
+    parts = {"rendered": float(head)}
+    for item in rest.split(";")[0].split(", "):
+        name, value = item.rsplit(" ", 2)[0], item.rsplit(" ", 2)[1]
+        parts[name] = float(value)
+    return parts
+
+
 def measure(repeats: int, steps: int | None = None) -> dict:
     from streamlit.testing.v1 import AppTest
 
@@ -84,7 +99,7 @@ def measure(repeats: int, steps: int | None = None) -> dict:
     for key, values in moves:
         at.slider(key=key).set_value(values[0])
         at.run()                                   # warm: any first-time work for this slider
-        times = []
+        times, parts = [], []
         for v in values[1:1 + repeats]:
             at.slider(key=key).set_value(v)
             t = time.perf_counter()
@@ -92,7 +107,9 @@ def measure(repeats: int, steps: int | None = None) -> dict:
             times.append(time.perf_counter() - t)
             if at.exception:
                 raise RuntimeError(at.exception[0].value)
-        out[key] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": times}
+            parts.append(rerun_parts(next(c.value for c in at.caption if "Rendered" in c.value)))
+        out[key] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": times,
+                    "parts_median_s": {k: statistics.median(p[k] for p in parts) for k in parts[0]}}
     caption = next(c.value for c in at.caption if "Rendered" in c.value)
     return {"script_first_run_in_process_s": first, "script_slider_to_rerun": out, "caption": caption,
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
@@ -159,6 +176,7 @@ def first_picture(page, t0: float, url: str) -> dict:
 
 
 MOVE_TIMEOUT_MS = 300_000
+READ_MS = 15_000           # after the second launch's first picture, before the first move
 SPACING_MS = 1000          # between moves, like a hand: a fragment's rerun shows no status widget to wait for
 
 
@@ -179,8 +197,52 @@ def slider(page, name: str):
     return page.get_by_role("group", name=name).locator('input[type="range"]')
 
 
+MINIMAL = "import streamlit as st\nv = st.slider('Value', 0, 100, 50)\nst.write(f'value is {v}')\n"
+
+
+def round_trip(browser, repeats: int) -> float:
+    """Median seconds from a slider key press to the new text in a one-slider Streamlit page: the floor
+    under every control of any Streamlit app on this machine (frontend, websocket, script run)."""
+    with tempfile.TemporaryDirectory(prefix="toy-minimal-") as d:
+        path = Path(d) / "minimal.py"
+        path.write_text(MINIMAL)
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(path), "--server.headless", "true",
+                                 "--server.address", "127.0.0.1", "--server.port", str(port),
+                                 "--browser.gatherUsageStats", "false"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        page = browser.new_page()
+        try:
+            first_text(page, port, "value is 50")
+            page.get_by_role("slider").first.focus()
+            times = []
+            for i in range(repeats + 1):
+                t = time.monotonic()
+                page.keyboard.press("ArrowRight")
+                page.get_by_text(f"value is {51 + i}", exact=True).wait_for(timeout=60_000)
+                times.append(time.monotonic() - t)
+                page.wait_for_timeout(200)
+        finally:
+            page.close()
+            proc.terminate()
+            proc.wait(timeout=30)
+    return statistics.median(times[1:])
+
+
+def first_text(page, port: int, text: str) -> None:
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    page.goto(f"http://127.0.0.1:{port}")
+    page.get_by_text(text).first.wait_for(timeout=120_000)
+
+
 def browser_times(repeats: int = 5) -> dict:
-    """The browser figures (module docstring): two launches on one cache folder, then the moves."""
+    """The browser figures (module docstring): two launches on one cache folder, then the moves, and
+    the round trip of a one-slider page for scale."""
     from playwright.sync_api import sync_playwright
 
     out, stages = {}, {}
@@ -195,11 +257,13 @@ def browser_times(repeats: int = 5) -> dict:
                 stages[name] = first_picture(page, t0, f"http://127.0.0.1:{port}")
                 out[name] = stages[name]["first_picture_s"]
                 if name == "second_launch_s":
+                    page.wait_for_timeout(READ_MS)          # a reader looks at the first page before moving
                     out["slider_to_picture_s"], out["slider_runs_s"] = moves(page, repeats)
             finally:
                 page.close()
                 proc.terminate()
                 proc.wait(timeout=30)
+        out["streamlit_round_trip_s"] = round_trip(browser, repeats)
         browser.close()
     return {**out, "launch_stages_s": stages}
 

@@ -18,6 +18,10 @@ _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"s2-toy-xla-{_RUN}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
+# The app prepares the other presets in the background after its first page; in the tests that work
+# would compete with the other tests for the two cores, so it is off except where a test turns it on.
+os.environ.setdefault("TOY_APP_PREPARE", "0")
+
 # As every entry point does: one JAX CPU device per core for the samplers (importing toy alone changes nothing).
 from toy import runtime  # noqa: E402
 

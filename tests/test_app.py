@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -179,6 +180,28 @@ def test_mechanism_view_compares_with_the_image_dit(app):
     app.slider(key="lam").set_value(5.0)                # the DiT follows the page's λ
     rerun(app)
     assert len(images(app)) == 4 and any(c.value.startswith("The DiT (") for c in app.caption)
+
+
+def test_other_presets_are_prepared_in_the_background_as_the_page_would_sample_them(gmm1d_models, trained,
+                                                                                    monkeypatch):
+    import streamlit as st
+    for preset in ("gmm2d", "gmm2d4", "tree2d"):
+        trained(preset)
+    tables = {}
+    for prepare in ("1", "0"):
+        st.cache_resource.clear()                      # a fresh server: no runs, models or programs' results kept
+        monkeypatch.setenv("TOY_APP_PREPARE", prepare)
+        at = AppTest.from_file(APP, default_timeout=600)
+        rerun(at)                                      # the first page, at the defaults
+        if prepare == "1":
+            at.session_state["_prepared"].result(timeout=600)    # the background work has finished
+        at.selectbox(key="preset").set_value("gmm2d")
+        rerun(at)
+        # prepared: every run of the new preset was waiting in the cache; not prepared: all sampled now
+        assert resampled(at) == (0 if prepare == "1" else 3)
+        tables[prepare] = table(at)
+    # what the background made is what the page samples itself
+    pd.testing.assert_frame_equal(tables["1"], tables["0"])
 
 
 def test_bad_custom_mixtures_show_one_inline_error(app):

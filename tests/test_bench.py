@@ -88,3 +88,12 @@ def test_launch_time_is_read_from_the_process_own_report():
     assert "print('page done at'" in LAUNCH and LAUNCH.index("time.monotonic()") < LAUNCH.index("print(")
     with pytest.raises(ValueError):
         page_done("Traceback: the app failed\n")
+
+
+def test_rerun_parts_read_the_page_caption():
+    """The script's account of a rerun is read from the page's caption, every part named there."""
+    from bench.app_latency import rerun_parts
+    cap = ("Settings: gmm1d, λ = 3. Rendered in 0.52 s (waiting for the samplers 0.21 s, drawing 0.14 s, "
+           "mechanism view 0.18 s; 3 of 3 method(s) sampled anew, the rest reused).")
+    assert rerun_parts(cap) == {"rendered": 0.52, "waiting for the samplers": 0.21, "drawing": 0.14,
+                                "mechanism view": 0.18}
