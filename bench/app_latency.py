@@ -135,10 +135,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(cache: str, port: int) -> subprocess.Popen:
+def serve(cache: str, port: int, script: str = APP) -> subprocess.Popen:
+    """`streamlit run SCRIPT` on the port, with TOY_CACHE_DIR=cache and no inherited JAX settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     env.update(TOY_CACHE_DIR=cache, PYTHONPATH=str(Path(APP).parent))
-    return subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
+    return subprocess.Popen([sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
                              "--server.address", "127.0.0.1", "--server.port", str(port),
                              "--browser.gatherUsageStats", "false"], env=env, cwd=Path(APP).parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -157,13 +158,7 @@ def picture(page, marker: str = SAMPLES) -> str:
 def first_picture(page, t0: float, url: str) -> dict:
     """Open the page as soon as the server listens; seconds from t0 to listening, to the page's title
     (the script past its imports), to the first decoded picture, and to the settled page."""
-    port = int(url.rsplit(":", 1)[1])
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.02)
+    listening_at(int(url.rsplit(":", 1)[1]))
     listening = time.monotonic() - t0
     page.goto(url)
     page.get_by_text("S²-Guidance toy simulator").first.wait_for(timeout=600_000)
@@ -207,10 +202,7 @@ def round_trip(browser, repeats: int) -> float:
         path = Path(d) / "minimal.py"
         path.write_text(MINIMAL)
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(path), "--server.headless", "true",
-                                 "--server.address", "127.0.0.1", "--server.port", str(port),
-                                 "--browser.gatherUsageStats", "false"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = serve(d, port, str(path))
         page = browser.new_page()
         try:
             first_text(page, port, "value is 50")
@@ -229,13 +221,18 @@ def round_trip(browser, repeats: int) -> float:
     return statistics.median(times[1:])
 
 
-def first_text(page, port: int, text: str) -> None:
+def listening_at(port: int) -> None:
+    """Return once a server accepts connections on the port."""
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.02)
+
+
+def first_text(page, port: int, text: str) -> None:
+    listening_at(port)
     page.goto(f"http://127.0.0.1:{port}")
     page.get_by_text(text).first.wait_for(timeout=120_000)
 
