@@ -74,6 +74,12 @@ def activity() -> dict:
 
 
 @st.cache_resource(show_spinner=False)
+def background() -> ThreadPoolExecutor:
+    # One thread for work nobody waits for (the other presets): it never takes a sampler's worker.
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="toy-background")
+
+
+@st.cache_resource(show_spinner=False)
 def pool() -> ThreadPoolExecutor:
     # Each sampler releases the GIL while XLA runs, so methods sample side by side and the page draws meanwhile.
     return ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="toy-sampler")
@@ -223,7 +229,7 @@ def prepare_presets(c, methods, label_, gbase, scfg) -> Future:
                     r = run_method(main_d, weak, gcfg, scfg, c["seed"], c["samples"], label_, ref)
                     if not isinstance(r, ToyError):
                         store()["runs"].put(key, r)
-    return pool().submit(work)
+    return background().submit(work)
 
 
 def mechanism_jobs(main_d, exact_d, mixture, label_, gbase, sigma, mkey, cfg_job):
