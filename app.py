@@ -124,21 +124,29 @@ def denoisers(c, mixture, name, mkey):
     exact_d = ExactDenoiser(mixture, ideal_blur=c["delta"])
     if c["source"] == "exact":
         return exact_d, exact_d.weak(), exact_d
-    roles = roles_of(c)
     slot = st.empty()        # always there: the page keeps its shape (a focused slider stays mounted on a rerun)
-
-    def make():
-        bar = slot.progress(0.0, text="Training the networks once (cached on disk afterwards)…")
-        try:
-            return train_models(name, quick=True, mixture=mixture, roles=roles, progress=lambda f, t: bar.progress(
-                min(max(f, 0.0), 1.0), text=f"Training: {t}"))
-        finally:
-            bar.empty()
-    models = store()["models"].get((mkey, roles), make)
+    models = networks(name, mixture, mkey, roles_of(c), slot)
     return models[c["model"]], models[c.get("weak", "small")], exact_d
 
 
+def networks(name, mixture, mkey, roles: tuple, slot=None) -> dict:
+    """The trained networks of `roles` (loaded from the shipped weights or the cache, trained once
+    otherwise), kept in the app's store; a progress bar in `slot` while they are made (none in the
+    background)."""
+    def make():
+        bar = slot.progress(0.0, text="Training the networks once (cached on disk afterwards)…") \
+            if slot is not None else None
+        try:
+            return train_models(name, quick=True, mixture=mixture, roles=roles, progress=False if bar is None else (
+                lambda f, t: bar.progress(min(max(f, 0.0), 1.0), text=f"Training: {t}")))
+        finally:
+            if bar is not None:
+                bar.empty()
+    return store()["models"].get((mkey, roles), make)
+
+
 def roles_of(c) -> tuple:
+    """The networks a page needs: the guided one and Autoguidance's weak one."""
     return tuple(dict.fromkeys((c["model"], c.get("weak", "small"))))
 
 
@@ -216,8 +224,7 @@ def prepare_presets(c, methods, label_, gbase, scfg) -> Future:
                 main_d = ExactDenoiser(mixture, ideal_blur=c["delta"])
                 weak = main_d.weak()
             else:
-                models = store()["models"].get((mkey, roles_of(c)), lambda: train_models(
-                    preset, quick=True, mixture=mixture, roles=roles_of(c), progress=False))
+                models = networks(preset, mixture, mkey, roles_of(c))
                 main_d, weak = models[c["model"]], models[c.get("weak", "small")]
             ref = Future()
             ref.set_result(reference(mkey, mixture, label_, c["seed"], c["samples"])[1])
@@ -277,9 +284,7 @@ def dit_view(gbase, mech) -> None:
     dec = mech[1].result()
     curves = {"this page's network": dec} if isinstance(dec, dict) else {}
     curves[f"DiT, {depth} blocks (digits)"] = dit
-    s = np.asarray(dit["sigmas"])                                                              # [T]
-    pos = np.arange(len(s)) / max(len(s) - 1, 1)
-    inside = s[(pos >= gbase.interval[0]) & (pos <= gbase.interval[1])]
+    inside = M.acting(dit, "sigmas", gbase.interval)                                          # σ where S² acts
     st.image(V.to_png(canvas(("series",), V.SeriesCanvas).render(curves, (inside.min(), inside.max()))))
     med = dit["interval_medians"]
     st.caption(f"The DiT ({dit['blocks_dropped']} of its blocks dropped per mask): where S² acts, median α = "

@@ -364,6 +364,14 @@ MECH_STYLE = {"main": dict(color="C0"), "blockdrop": dict(color="C2"), "ideal": 
 MECH_LABEL = {"main": "main network", "blockdrop": "block-dropout network", "ideal": "ideal weak model (δ = 1)"}
 
 
+def shade_interval(ax, sigmas, color: str) -> None:
+    """Grey behind the σ where S² acts at the paper's interval (from the step at ⌊0.1·(T − 1)⌋ to the one
+    at ⌈0.9·(T − 1)⌉: up to a step wider than the steps it acts on)."""
+    T = len(sigmas)
+    ax.axvspan(sigmas[int(np.ceil(PAPER.interval[1] * (T - 1)))], sigmas[int(PAPER.interval[0] * (T - 1))],
+               color=color, zorder=0)
+
+
 def interval_median(res: dict, key: str) -> float:
     """Median of a mechanism series over the σ where S² acts at the paper's interval."""
     return M.interval_median(res, key, PAPER.interval)
@@ -392,9 +400,7 @@ def mechanism(lab: Lab, out: Path) -> dict:
                             label=f"{MECH_LABEL[m]}: cos_ref")
             ax.set_xscale("log")
             ax.axhline(0, color="0.5", lw=0.6)
-            T = len(r["sigmas"])
-            lo, hi = r["sigmas"][int(np.ceil(PAPER.interval[1] * (T - 1)))], r["sigmas"][int(PAPER.interval[0] * (T - 1))]
-            ax.axvspan(lo, hi, color="0.9", zorder=0)
+            shade_interval(ax, r["sigmas"], "0.9")
             ax.set_xlabel("σ")
             ax.set_title(f"{preset}: {dict(alpha='α (CFG direction)', beta='β (denoising direction)', cos_error='cos(s, model error): true (solid), vs reference net (dotted)')[k]}",
                          fontsize=9)
@@ -536,9 +542,7 @@ def fig_transformer(lab: Lab, out: Path) -> dict:
             ax.plot(r["sigmas"], r[key], color=c, lw=1.2, ls="--", label=f"DiT (digits) depth {d}")
         ax.set_xscale("log")
         ax.axhline(0, color="0.5", lw=0.6)
-        T = len(r["sigmas"])
-        ax.axvspan(r["sigmas"][int(np.ceil(PAPER.interval[1] * (T - 1)))], r["sigmas"][int(PAPER.interval[0] * (T - 1))],
-                   color="0.92", zorder=0)
+        shade_interval(ax, r["sigmas"], "0.92")
         ax.set_xlabel("σ")
         ax.set_title({"alpha": "α: S² signal along CFG's direction (> 0: extra CFG)",
                       "beta": "β: along the denoising direction (> 0: like a weak model)"}[key], fontsize=9)
@@ -590,12 +594,12 @@ def write_transformer(tr: dict, out: Path) -> None:
     files.write_json(out / "transformer.json", tr)
     dit = tr["dit"]
     lines = ["# Is a transformer's sub-network a weak model? MLP and DiT against depth", "",
-                             "Medians over the σ where S² acts of the S² signal's fit s ≈ α·g + β·h, and S² − CFG "
-                             "(paired by seed, mean ± std), about 10% of the droppable blocks dropped (`one`: one block).",
-                             f"DiT: width 32, {dit['train_steps']} training steps on digits; error reference: "
-                             f"{dit['reference']}; {dit_settings_line(dit['settings'])}.", "",
-                             "| network | depth | blocks dropped | α | β | cos_ref | abs(s)/abs(g) | S² − CFG | S² − CFG (one) |",
-                             "|---|---|---|---|---|---|---|---|---|"]
+             "Medians over the σ where S² acts of the S² signal's fit s ≈ α·g + β·h, and S² − CFG "
+             "(paired by seed, mean ± std), about 10% of the droppable blocks dropped (`one`: one block).",
+             f"DiT: width 32, {dit['train_steps']} training steps on digits; error reference: "
+             f"{dit['reference']}; {dit_settings_line(dit['settings'])}.", "",
+             "| network | depth | blocks dropped | α | β | cos_ref | abs(s)/abs(g) | S² − CFG | S² − CFG (one) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for i, d in enumerate(dit["depths"]):
         m = dit["mechanism"][i]["interval_medians"]
         cell = lambda e: f"{e['mean']:+.3f} ± {e['std']:.3f} FD"

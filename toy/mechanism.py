@@ -36,7 +36,7 @@ import numpy as np
 from toy import evaluation as E
 from toy.diffusion import SamplerConfig, draw_mask_scores, sample
 from toy.errors import ToyError, check_finite, check_int
-from toy.guidance import GuidanceConfig, mask_from_scores, num_dropped
+from toy.guidance import GuidanceConfig, mask_from_scores, num_dropped, steps_in_interval
 from toy.presets import get_preset
 from toy.nets import ExactDenoiser
 from toy.train import model_set_configs, train, train_models
@@ -237,12 +237,16 @@ def analyze(cfg: MechanismConfig, *, folder: str | Path | None = None,
     return {"preset": cfg.preset, "model": cfg.model, **res, "settings": settings}
 
 
+def acting(res: dict, key: str, interval: tuple[float, float]) -> np.ndarray:
+    """A mechanism series at the sampler steps where S² acts (`interval`, fractions of the steps, read
+    as the sampler reads it: `toy.guidance.steps_in_interval`)."""
+    return np.asarray(res[key], np.float64)[steps_in_interval(interval, len(res["sigmas"]))]
+
+
 def interval_median(res: dict, key: str, interval: tuple[float, float]) -> float:
     """Median of a mechanism series over the σ where S² acts (`interval`, fractions of the steps): at
     the smallest σ both g and h are tiny and single values swing, which a mean would follow."""
-    T = len(res["sigmas"])
-    pos = np.arange(T) / max(T - 1, 1)
-    v = np.asarray(res[key], np.float64)[(pos >= interval[0]) & (pos <= interval[1])]
+    v = acting(res, key, interval)
     v = v[np.isfinite(v)]
     return float(np.median(v)) if v.size else float("nan")
 
@@ -250,9 +254,7 @@ def interval_median(res: dict, key: str, interval: tuple[float, float]) -> float
 def proxy_agreement(res: dict, interval: tuple[float, float]) -> dict[str, float]:
     """How well cos_ref (against a reference network) tracks cos_error (against the truth) where S²
     acts: their Pearson correlation over σ, each one's median and the median absolute difference."""
-    T = len(res["sigmas"])
-    pos = np.arange(T) / max(T - 1, 1)
-    a, b = (np.asarray(res[k], np.float64)[(pos >= interval[0]) & (pos <= interval[1])] for k in ("cos_error", "cos_ref"))
+    a, b = (acting(res, k, interval) for k in ("cos_error", "cos_ref"))
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
     corr = float(np.corrcoef(a, b)[0, 1]) if a.size > 2 and a.std() > 0 and b.std() > 0 else float("nan")

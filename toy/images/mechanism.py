@@ -169,6 +169,7 @@ def depth_sweep(data: ImageData, reference, fnet, real_feats, icfg: ImageConfig,
 
 
 def describe(icfg: ImageConfig, data: ImageData) -> dict:
+    """The data and the sampling settings of a sweep, for its JSON and captions."""
     return {"data": data.name, "classes": list(data.class_names), **{k: v for k, v in dataclasses.asdict(icfg).items()
                                                                       if k in ("scale", "s2_scale", "sampler_steps",
                                                                                "per_class", "seeds")}}
